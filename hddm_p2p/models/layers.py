@@ -1,0 +1,225 @@
+"""DiT building blocks (Peebles & Xie 2023; PixArt-α's AdaLN-Single, Chen et al. 2023).
+
+Parameter names follow facebookresearch/DiT (``x_embedder.proj``, ``t_embedder.mlp.0``, ``attn.qkv``,
+``mlp.fc1``, ``adaLN_modulation.1``, ``final_layer.linear``...) so its checkpoints map onto these modules
+one to one. Shapes: B batch, T tokens, D hidden width, L text tokens, E text width.
+
+Modulation: six (B, D) signals per block, in DiT's order (shift, scale, gate) for attention then MLP:
+- AdaLN-Zero: each block has its own ``adaLN_modulation = SiLU → Linear(D, 6D)`` applied to c.
+- AdaLN-Single: one global ``t_block = SiLU → Linear(D, 6D)`` on c gives t0 (B, 6D); block i adds its
+  learned table E_i (6, D): S_i = E_i + t0. The final layer uses its table (2, D) + c.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Tensor = torch.Tensor
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """x·(1 + scale) + shift, with (B, D) signals broadcast over the T tokens of x (B, T, D)."""
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+def sincos_pos_embed(dim: int, grid: int) -> Tensor:
+    """Fixed 2-D sine-cosine positional embedding (MAE/DiT layout), (grid², dim), float32."""
+    assert dim % 4 == 0, "hidden size must be divisible by 4 for the 2-D sincos embedding"
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4.0))  # (D/4,)
+    coords = torch.arange(grid, dtype=torch.float64)
+    gh, gw = torch.meshgrid(coords, coords, indexing="ij")  # DiT: grid = meshgrid(w, h); row = h
+    def emb(pos: Tensor) -> Tensor:  # (N,) → (N, D/2)
+        out = pos.reshape(-1, 1) * omega[None]
+        return torch.cat([out.sin(), out.cos()], dim=1)
+    return torch.cat([emb(gw), emb(gh)], dim=1).float()  # DiT puts the w-embedding first
+
+
+class PatchEmbed(nn.Module):
+    """(B, C, H, W) image → (B, T, D) tokens with T = (H/p)·(W/p), one Conv2d of stride p."""
+
+    def __init__(self, patch_size: int, in_channels: int, hidden_size: int):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_channels, hidden_size, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)  # (B, D, H/p, W/p) → (B, T, D)
+
+
+class TimestepEmbedder(nn.Module):
+    """Scalar time (B,) → (B, D): sinusoidal features of size ``freq_size`` then a 2-layer MLP."""
+
+    def __init__(self, hidden_size: int, freq_size: int = 256):
+        super().__init__()
+        self.freq_size = freq_size
+        self.mlp = nn.Sequential(nn.Linear(freq_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
+
+    @staticmethod
+    def sinusoid(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+        """DiT/GLIDE features [cos(t·f_k), sin(t·f_k)], f_k = max_period^(−k/half); t need not be integer."""
+        half = dim // 2
+        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+        args = t.float()[:, None] * freqs[None]  # (B, half)
+        return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+    def forward(self, t: Tensor) -> Tensor:
+        f = self.sinusoid(t, self.freq_size).to(self.mlp[0].weight.dtype)
+        return self.mlp(f)
+
+
+class LabelEmbedder(nn.Module):
+    """Class ids (B,) → (B, D). Row ``num_classes`` is the learned null class used for CFG."""
+
+    def __init__(self, num_classes: int, hidden_size: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.embedding_table = nn.Embedding(num_classes + 1, hidden_size)
+
+    def forward(self, labels: Tensor | None, batch: int, drop: Tensor | None = None) -> Tensor:
+        device = self.embedding_table.weight.device
+        if labels is None:
+            labels = torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
+        labels = labels.long().masked_fill(labels < 0, self.num_classes)  # negative id = null too
+        if drop is not None:
+            labels = labels.masked_fill(drop, self.num_classes)
+        return self.embedding_table(labels)
+
+
+class Mlp(nn.Module):
+    """fc1 → GELU(tanh) → fc2, as timm's Mlp in DiT."""
+
+    def __init__(self, dim: int, hidden: int, out: int | None = None):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU(approximate="tanh")
+        self.fc2 = nn.Linear(hidden, out or dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class CaptionEmbedder(nn.Module):
+    """Text-encoder tokens (B, L, E) → (B, L, D) through an MLP; a learned null caption (L, E) for CFG."""
+
+    def __init__(self, text_width: int, hidden_size: int, max_tokens: int):
+        super().__init__()
+        self.y_proj = Mlp(text_width, hidden_size, hidden_size)
+        self.null_tokens = nn.Parameter(torch.randn(max_tokens, text_width) / text_width ** 0.5)
+
+    def forward(self, cond: dict | None, batch: int, drop: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        null = self.null_tokens[None].expand(batch, -1, -1)  # (B, L, E)
+        if cond is None:
+            tokens, mask = null, torch.ones(null.shape[:2], dtype=torch.bool, device=null.device)
+        else:
+            tokens, mask = cond["tokens"].to(null.dtype), cond["mask"].bool()
+            tokens, mask = _fit_tokens(tokens, mask, null.shape[1])
+            if drop is not None:
+                tokens = torch.where(drop[:, None, None], null, tokens)
+                mask = mask | drop[:, None]
+        mask = mask | ~mask.any(-1, keepdim=True)  # a row with no valid token attends to all (no NaN)
+        return self.y_proj(tokens), mask
+
+
+def _fit_tokens(tokens: Tensor, mask: Tensor, length: int) -> tuple[Tensor, Tensor]:
+    """Truncate or zero-pad (B, L', E) tokens and their (B, L') mask to ``length`` tokens."""
+    n = tokens.shape[1]
+    if n >= length:
+        return tokens[:, :length], mask[:, :length]
+    pad = length - n
+    return F.pad(tokens, (0, 0, 0, pad)), F.pad(mask, (0, pad), value=False)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through ``F.scaled_dot_product_attention`` (flash/mem-efficient on GPU)."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, D = x.shape
+        qkv = self.qkv(x).reshape(B, T, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, H, T, D/H)
+        return self.proj(out.transpose(1, 2).reshape(B, T, D))
+
+
+class CrossAttention(nn.Module):
+    """Image tokens (B, T, D) attend to text tokens (B, L, D); ``mask`` (B, L) True = attend."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, y: Tensor, mask: Tensor) -> Tensor:
+        B, T, D = x.shape
+        h, dh = self.num_heads, D // self.num_heads
+        q = self.q(x).reshape(B, T, h, dh).transpose(1, 2)  # (B, H, T, dh)
+        kv = self.kv(y).reshape(B, y.shape[1], 2, h, dh).permute(2, 0, 3, 1, 4)  # (2, B, H, L, dh)
+        out = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask[:, None, None, :])
+        return self.proj(out.transpose(1, 2).reshape(B, T, D))
+
+
+class DiTBlock(nn.Module):
+    """Self-attention (+ cross-attention for text) + MLP, each pre-normed and modulated by six signals.
+
+    ``adaln="zero"``: per-block ``adaLN_modulation`` on c (B, D). ``adaln="single"``: c is the global
+    t0 (B, 6D) and the block adds its ``scale_shift_table`` (6, D).
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, adaln: str = "single",
+                 cross_attn: bool = False):
+        super().__init__()
+        self.adaln = adaln
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.cross_attn = CrossAttention(dim, num_heads) if cross_attn else None
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        if adaln == "zero":
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        else:
+            self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim ** 0.5)
+
+    def modulation(self, c: Tensor) -> list[Tensor]:
+        """Six (B, D) signals: shift/scale/gate for attention, then for the MLP."""
+        if self.adaln == "zero":
+            return list(self.adaLN_modulation(c).chunk(6, dim=1))
+        s = self.scale_shift_table[None] + c.reshape(c.shape[0], 6, -1)  # (B, 6, D)
+        return list(s.unbind(1))
+
+    def forward(self, x: Tensor, c: Tensor, y: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.modulation(c)
+        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        if self.cross_attn is not None:
+            x = x + self.cross_attn(x, y, mask)
+        return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+
+class FinalLayer(nn.Module):
+    """Modulated LayerNorm then Linear(D, p²·C_out): tokens back to patch pixels."""
+
+    def __init__(self, dim: int, patch_size: int, out_channels: int, adaln: str = "single"):
+        super().__init__()
+        self.adaln = adaln
+        self.norm_final = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(dim, patch_size * patch_size * out_channels)
+        if adaln == "zero":
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+        else:
+            self.scale_shift_table = nn.Parameter(torch.randn(2, dim) / dim ** 0.5)
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        if self.adaln == "zero":
+            shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
+        else:
+            shift, scale = (self.scale_shift_table[None] + c[:, None]).unbind(1)  # PixArt: table + c
+        return self.linear(modulate(self.norm_final(x), shift, scale))
