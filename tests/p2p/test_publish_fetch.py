@@ -45,3 +45,198 @@ def test_version_counts_up_per_key_and_name(home, store, expert_dir):
     assert publish_dir(expert_dir, store, progress=False).manifest.version == 8
     other = make_expert_dir(expert_dir.parent / "other", name="other-expert")
     assert publish_dir(other, store, progress=False).manifest.version == 1
+
+
+# --- helpers that forge manifests the way an attacker (or a sloppy publisher) would ------------------
+
+def _put_doc(store, doc) -> str:
+    from hddm_p2p.p2p.signing import canonical_json
+
+    return store.put_bytes(canonical_json(doc))
+
+
+def _resigned(store, base: ExpertManifest, key, **changes) -> str:
+    """Publish a correctly signed variant of ``base`` with ``changes``; returns its CID."""
+    doc = {**base.to_doc(), **changes}
+    return store.put_bytes(manifest_bytes(sign_manifest(validate(doc), key)))
+
+
+@pytest.fixture
+def published(home, store, expert_dir):
+    return publish_dir(expert_dir, store, progress=False)
+
+
+def _untouched(home, trust_before):
+    assert _cache_files(home) == []
+    assert (home / "trust.json").read_text() == trust_before
+
+
+# --- bad input: each ends in one HddmError, nothing in the cache, trust store unchanged ----------------
+
+def test_tampered_manifest_is_a_signature_error(home, store, published):
+    doc = parse_json(store.cat(published.cid))
+    doc["time_scale"] = 1000.0
+    cid, before = _put_doc(store, doc), (home / "trust.json").read_text()
+    with pytest.raises(SignatureError, match="changed after signing"):
+        fetch_manifest(store, cid, progress=False)
+    _untouched(home, before)
+
+
+def test_manifest_signed_by_another_key_than_it_names(home, store, published):
+    bob = KeyStore().generate("bob")
+    TrustStore().add(bob.did, "bob")
+    doc = parse_json(store.cat(published.cid))
+    doc["publisher"] = bob.did  # alice's signature, bob's name
+    cid, before = _put_doc(store, doc), (home / "trust.json").read_text()
+    with pytest.raises(SignatureError, match=bob.did):
+        fetch_manifest(store, cid, progress=False)
+    _untouched(home, before)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"schema": "hddm.expert/2"}, "unknown manifest schema 'hddm.expert/2'"),
+    ({"surprise": 1}, "surprise: unknown field"),
+    ({"schedule": "vp-quartic"}, "unknown schedule 'vp-quartic'"),
+    ({"prediction": "noise"}, "unknown prediction type 'noise'"),
+])
+def test_malformed_manifest_is_a_manifest_error(home, store, published, change, message):
+    doc = {**parse_json(store.cat(published.cid)), **change}
+    cid, before = _put_doc(store, doc), (home / "trust.json").read_text()
+    with pytest.raises(ManifestError, match=message):
+        fetch_manifest(store, cid, progress=False)
+    _untouched(home, before)
+
+
+def test_missing_field_is_a_manifest_error(home, store, published):
+    doc = parse_json(store.cat(published.cid))
+    del doc["data_space"]
+    with pytest.raises(ManifestError, match="data_space: required field is missing"):
+        fetch_manifest(store, _put_doc(store, doc), progress=False)
+
+
+def test_older_version_is_refused_unless_downgrade_allowed(home, store, published):
+    key = KeyStore().load("alice")
+    newer = _resigned(store, published.manifest, key, version=5)
+    older = _resigned(store, published.manifest, key, version=3)
+    fetch_manifest(store, newer, progress=False)
+    before = (home / "trust.json").read_text()
+    with pytest.raises(TrustError, match="older than v5"):
+        fetch_manifest(store, older, progress=False)
+    assert (home / "trust.json").read_text() == before
+    m, _ = fetch_manifest(store, older, allow_downgrade=True, progress=False)
+    assert m.version == 3 and TrustStore().highest(m.publisher, m.slot)[0] == 5  # memory never goes down
+
+
+def test_same_version_with_other_content_is_refused(home, store, published):
+    fetch_manifest(store, published.cid, progress=False)
+    fork = _resigned(store, published.manifest, KeyStore().load("alice"), license="mit")
+    with pytest.raises(TrustError, match="same version"):
+        fetch_manifest(store, fork, progress=False)
+
+
+def test_expired_manifest_is_refused(home, store, published):
+    past = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat(timespec="seconds")
+    cid = _resigned(store, published.manifest, KeyStore().load("alice"), version=2, expires=past)
+    before = (home / "trust.json").read_text()
+    with pytest.raises(TrustError, match="expired"):
+        fetch_manifest(store, cid, progress=False)
+    _untouched(home, before)
+    m, _ = fetch_manifest(store, cid, now=datetime.now(timezone.utc) - timedelta(days=2), progress=False)
+    assert m.expires is not None
+
+
+def test_untrusted_publisher_is_refused_unless_allowed(home, store, published):
+    TrustStore().remove("alice")
+    before = (home / "trust.json").read_text()
+    with pytest.raises(TrustError, match="hddm trust add"):
+        fetch_manifest(store, published.cid, progress=False)
+    _untouched(home, before)
+    m, _ = fetch_manifest(store, published.cid, allow_untrusted=True, progress=False)
+    assert m.name == "cifar-fm-c0"
+
+
+def test_weights_sha256_mismatch_caches_nothing(home, store, published, tmp_path):
+    wrong = published.manifest.artifacts[0].model_copy(update={"sha256": "0" * 64})
+    cid = _resigned(store, published.manifest, KeyStore().load("alice"), version=2,
+                    artifacts=[wrong.to_doc(), published.manifest.artifacts[1].to_doc()])
+    before = (home / "trust.json").read_text()
+    with pytest.raises(IntegrityError, match="sha256"):
+        fetch_manifest(store, cid, progress=False)
+    _untouched(home, before)
+
+
+def test_weights_cid_mismatch_caches_nothing(home, store, published):
+    blob = store.blob_path(published.manifest.artifacts[0].cid)
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    before = (home / "trust.json").read_text()
+    with pytest.raises(IntegrityError):
+        fetch_manifest(store, published.cid, progress=False)
+    _untouched(home, before)
+
+
+def test_manifest_bytes_not_matching_cid(home, store, published):
+    blob = store.blob_path(published.cid)
+    blob.write_bytes(blob.read_bytes().replace(b'"version":1', b'"version":9'))
+    with pytest.raises(IntegrityError):
+        fetch_manifest(store, published.cid, progress=False)
+
+
+def _pickle_bytes() -> bytes:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"w": torch.zeros(4)}, buf)
+    return buf.getvalue()
+
+
+def test_pickle_offered_as_weights_is_refused_at_publish(home, store, expert_dir):
+    (expert_dir / "model.safetensors").write_bytes(_pickle_bytes())
+    with pytest.raises(IntegrityError, match="safetensors"):
+        publish_dir(expert_dir, store, progress=False)
+    assert not (store.root / "blobs").exists() or list((store.root / "blobs").iterdir()) == []
+
+
+@pytest.mark.parametrize("payload", ["pickle", "oversized-header"])
+def test_non_safetensors_weights_are_refused_at_fetch(home, store, published, tmp_path, payload):
+    import hashlib
+    import struct
+
+    data = _pickle_bytes() if payload == "pickle" else struct.pack("<Q", 1 << 40) + b"{}"
+    path = tmp_path / "evil.bin"
+    path.write_bytes(data)
+    digest = store.add_file(path)
+    evil = {**published.manifest.artifacts[0].to_doc(), "cid": digest.cid, "sha256": hashlib.sha256(data).hexdigest(),
+            "size": len(data)}
+    cid = _resigned(store, published.manifest, KeyStore().load("alice"), version=2,
+                    artifacts=[evil, published.manifest.artifacts[1].to_doc()])
+    before = (home / "trust.json").read_text()
+    with pytest.raises(IntegrityError, match="safetensors"):
+        fetch_manifest(store, cid, progress=False)
+    _untouched(home, before)
+
+
+def test_publish_rejects_bad_expert_json_before_upload(home, store, expert_dir):
+    doc = json.loads((expert_dir / "expert.json").read_text())
+    doc["objective"] = "ddpm"  # but prediction says velocity
+    (expert_dir / "expert.json").write_text(json.dumps(doc))
+    with pytest.raises(ManifestError, match="objective 'ddpm' trains prediction 'epsilon'"):
+        publish_dir(expert_dir, store, progress=False)
+    assert not (store.root / "blobs").exists()
+    with pytest.raises(DataError, match="not a directory"):
+        publish_dir(expert_dir / "nope", store, progress=False)
+
+
+def test_already_cached_artifacts_are_kept_on_failure(home, store, published):
+    fetch_manifest(store, published.cid, progress=False)
+    files = _cache_files(home)
+    notes = store.put_bytes(b"new notes")  # not cached yet; declared with a wrong sha256
+    wrong = {**published.manifest.artifacts[1].to_doc(), "name": "NOTES.md", "cid": notes, "size": 9, "sha256": "0" * 64}
+    cid = _resigned(store, published.manifest, KeyStore().load("alice"), version=2,
+                    artifacts=[a.to_doc() for a in published.manifest.artifacts] + [wrong])
+    with pytest.raises(IntegrityError):
+        fetch_manifest(store, cid, progress=False)
+    assert _cache_files(home) == files and Cache().path_for(published.cid, "manifest.json").exists()
