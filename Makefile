@@ -1,0 +1,33 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Both install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+KUBO_VERSION ?= v0.42.0
+KUBO_CACHE ?= $(HOME)/.cache/hddm-p2p/kubo
+KUBO_BIN := $(KUBO_CACHE)/ipfs-$(KUBO_VERSION)
+export HDDM_KUBO_BIN ?= $(KUBO_BIN)
+
+.PHONY: demo test venv kubo clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+kubo: $(KUBO_BIN)
+
+$(KUBO_BIN):
+	KUBO_VERSION=$(KUBO_VERSION) KUBO_CACHE=$(KUBO_CACHE) bash scripts/install_kubo.sh
+
+demo: venv
+	OMP_NUM_THREADS=2 $(VENV)/bin/hddm demo --out demo-out
+
+test: venv kubo
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache

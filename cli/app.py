@@ -1,0 +1,22 @@
+"""Entry point of the ``hddm`` console script: imports every command module, then runs the root app."""
+
+from __future__ import annotations
+
+import importlib
+
+from hddm_p2p.cli.root import app
+
+# Each module registers its commands on the apps in ``root``. One line per command group.
+_COMMAND_MODULES = [
+    "hddm_p2p.cli.info",
+]
+for _name in _COMMAND_MODULES:
+    importlib.import_module(_name)
+
+
+def main() -> None:
+    app(prog_name="hddm")
+
+
+if __name__ == "__main__":
+    main()
