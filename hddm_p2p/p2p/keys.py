@@ -142,8 +142,12 @@ class KeyStore:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
     def resolve_name(self, name: str | None) -> str:
-        """``name`` if given, else the only key, else ``default``."""
+        """``name`` if given, else the only key, else ``default``; KeyStoreError when that is ambiguous."""
         if name:
             return name
-        keys = self.list()
-        return keys[0].name if len(keys) == 1 else DEFAULT_KEY
+        names = [k.name for k in self.list()]
+        if len(names) == 1 or DEFAULT_KEY in names:
+            return names[0] if len(names) == 1 else DEFAULT_KEY
+        if not names:
+            raise KeyStoreError("no signing key yet; create one with `hddm keys generate`")
+        raise KeyStoreError(f"several keys ({', '.join(names)}) and none named 'default'; pass --key NAME")
