@@ -1,13 +1,13 @@
-"""A small streaming reader of image datasets for clustering: webdataset shards or image folders.
+"""Streaming images for clustering, on top of ``hddm_p2p.train.data`` (same sources, same sample keys).
 
 Yields ``Sample(key, data, label)`` in a fixed order (shards sorted by name, members in tar order;
 folder files sorted by path) with the image still encoded, so callers that skip work (a resumed
-extraction) never pay for decoding. ``Sample.image()`` decodes to an RGB ``PIL.Image``.
+extraction) never pay for decoding. ``Sample.image()`` decodes to an RGB ``PIL.Image``. Keys match
+the training reader's, so ``assignments.json`` can filter training data directly.
 """
 
 from __future__ import annotations
 
-import glob
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +16,7 @@ from typing import Iterator
 from PIL import Image
 
 from hddm_p2p.errors import DataError
-
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp")
-_SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+from hddm_p2p.train.data import IMAGE_EXTS, raw_samples, resolve_source
 
 
 @dataclass(frozen=True)
@@ -35,47 +33,28 @@ class Sample:
             raise DataError(f"sample {self.key!r} is not a readable image ({e}); remove it or fix the dataset") from None
 
 
-def _is_shard(path: str) -> bool:
-    return path.endswith(_SHARD_SUFFIXES)
-
-
 def resolve(spec: str | Path) -> tuple[str, list[str]]:
-    """('shards' | 'folder', paths) for a shard file, a glob of shards, or a directory."""
-    spec = str(spec)
-    if any(c in spec for c in "*?["):
-        paths = sorted(p for p in glob.glob(spec) if _is_shard(p))
-        if not paths:
-            raise DataError(f"no webdataset shards (.tar, .tar.gz) match {spec!r}; check the pattern")
-        return "shards", paths
-    p = Path(spec)
-    if not p.exists():
-        raise DataError(f"data path {spec!r} does not exist")
-    if p.is_file():
-        if not _is_shard(spec):
-            raise DataError(f"{spec!r} is not a webdataset shard (.tar or .tar.gz) or a directory of images")
-        return "shards", [spec]
-    shards = sorted(str(q) for q in p.iterdir() if _is_shard(str(q)))
-    if shards:
-        return "shards", shards
-    files = sorted(str(q) for q in p.rglob("*") if q.suffix.lower().lstrip(".") in IMAGE_EXTS)
-    return "folder", files
+    """('shards', files) or ('folder', image files) for a shard, a glob of shards or a directory."""
+    kind, files = resolve_source(spec)
+    if kind == "latents":
+        raise DataError(f"{spec} holds latent shards; cluster the images they came from instead")
+    if kind == "folder":
+        root = Path(files[0])
+        files = sorted(str(p) for p in root.rglob("*") if p.suffix.lower().lstrip(".") in IMAGE_EXTS)
+    return kind, files
 
 
 def _from_shards(paths: list[str]) -> Iterator[Sample]:
-    import webdataset as wds
-
-    for sample in wds.WebDataset(paths, shardshuffle=False, empty_check=False):
+    for sample in raw_samples(paths):
         ext = next((e for e in IMAGE_EXTS if e in sample), None)
-        if ext is None:
-            continue
-        cls = sample.get("cls")
-        yield Sample(sample["__key__"], sample[ext], int(cls) if cls is not None else None)
+        if ext is not None:
+            cls = sample.get("cls")
+            yield Sample(sample["__key__"], sample[ext], int(cls) if cls is not None else None)
 
 
 def _from_folder(root: Path, files: list[str]) -> Iterator[Sample]:
     for f in files:
-        rel = Path(f).relative_to(root)
-        yield Sample(str(rel.with_suffix("")), Path(f).read_bytes(), None)
+        yield Sample(str(Path(f).relative_to(root).with_suffix("")), Path(f).read_bytes(), None)
 
 
 def iter_samples(spec: str | Path, limit: int | None = None) -> Iterator[Sample]:
