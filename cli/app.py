@@ -9,6 +9,12 @@ from hddm_p2p.cli.root import app
 # Each module registers its commands on the apps in ``root``. One line per command group.
 _COMMAND_MODULES = [
     "hddm_p2p.cli.info",
+    "hddm_p2p.cli.keys",
+    "hddm_p2p.cli.trust",
+    "hddm_p2p.cli.publish",
+    "hddm_p2p.cli.inspect_cmd",
+    "hddm_p2p.cli.fetch",
+    "hddm_p2p.cli.catalog",
     "hddm_p2p.cli.data_cluster",
 ]
 for _name in _COMMAND_MODULES:

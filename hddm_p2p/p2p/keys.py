@@ -62,8 +62,10 @@ def _decode_private(data: bytes, passphrase: bytes | None, what: str) -> Ed25519
     """A PEM/DER PKCS8 or libp2p-protobuf Ed25519 private key; KeyStoreError with the reason otherwise."""
     if data.startswith(_LIBP2P_ED25519_PRIV) and len(data) == 4 + 64:
         return Ed25519PrivateKey.from_private_bytes(data[4:36])
-    loader = serialization.load_pem_private_key if data.lstrip().startswith(b"-----") else \
-        serialization.load_der_private_key
+    pem = data.lstrip().startswith(b"-----")
+    loader = serialization.load_pem_private_key if pem else serialization.load_der_private_key
+    if pem and b"ENCRYPTED" not in data:
+        passphrase = None  # a cleartext PEM: a passphrase given for the stored copy does not apply
     try:
         key = loader(data, password=passphrase)
     except TypeError as e:  # encrypted without passphrase, or passphrase for a cleartext key

@@ -1,0 +1,61 @@
+"""``hddm inspect CID_OR_PATH``: verify a manifest's signature and show what it declares."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from hddm_p2p.cli.options import Json
+from hddm_p2p.cli.p2p_options import IpfsApi, StoreKind, make_store
+from hddm_p2p.cli.root import app, console
+from hddm_p2p.errors import TrustError
+from hddm_p2p.p2p.cid import cid_of_bytes
+from hddm_p2p.p2p.manifests import verify_signature
+from hddm_p2p.p2p.signing import parse_json
+from hddm_p2p.p2p.trust import TrustStore
+
+_SKIP = {"signature", "artifacts", "entries", "architecture"}
+
+
+def _trust_status(m, cid: str) -> str:
+    try:
+        TrustStore().check(m, cid)
+    except TrustError as e:
+        return f"REFUSED: {e}"
+    return "accepted (trusted publisher, not expired, not a downgrade)"
+
+
+@app.command()
+def inspect(ref: Annotated[str, typer.Argument(help="A manifest CID, or a path to a manifest JSON file.")],
+            store: StoreKind = "local", ipfs_api: IpfsApi = None, as_json: Json = False):
+    """Verify a manifest's signature (error if it fails) and show it, with what the trust policy would say.
+
+    Example: hddm inspect bafkrei... --json
+    """
+    path = Path(ref)
+    data = path.read_bytes() if path.is_file() else make_store(store, ipfs_api).cat(ref)
+    doc = parse_json(data)
+    m = verify_signature(doc)
+    cid = cid_of_bytes(data)
+    trust = _trust_status(m, cid)
+    if as_json:
+        print(json.dumps({"cid": cid, "verified": True, "trust": trust, "manifest": doc}))
+        return
+    table = Table("field", "value", title=f"{m.schema_} {m.name} v{m.version} — signature valid")
+    table.add_row("cid", cid)
+    table.add_row("trust", trust)
+    for k, v in doc.items():
+        if k not in _SKIP:
+            table.add_row(k, json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+    if "architecture" in doc:
+        arch = doc["architecture"]
+        table.add_row("architecture", f"{arch['family']} {arch.get('preset') or ''}")
+    for a in doc.get("artifacts", []):
+        table.add_row(f"artifact {a['name']}", f"{a['cid']} {a['size']} B sha256 {a['sha256'][:16]}…")
+    for e in doc.get("entries", []):
+        table.add_row(f"entry {e.get('name')}", e["cid"])
+    console.print(table)
