@@ -15,6 +15,7 @@ _COMMAND_MODULES = [
     "hddm_p2p.cli.inspect_cmd",
     "hddm_p2p.cli.fetch",
     "hddm_p2p.cli.catalog",
+    "hddm_p2p.cli.announce",
     "hddm_p2p.cli.data_cluster",
 ]
 for _name in _COMMAND_MODULES:
