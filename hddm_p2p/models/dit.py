@@ -114,7 +114,7 @@ _SHAPES: dict[str, tuple[int, int, int, int]] = {
     "DiT-XL/2": (1152, 28, 16, 2),
     "DiT-S/4": (384, 12, 6, 4),
     "DiT-B/4": (768, 12, 12, 4),
-    "tiny": (64, 2, 4, 2),
+    "tiny": (64, 2, 4, 4),
 }
 PRESETS: dict[str, Callable[..., DiTConfig]] = {
     name: (lambda n=name, s=shape, **kw: DiTConfig(**{

@@ -1,0 +1,227 @@
+"""Training data: webdataset tar shards, plain image folders, and precomputed latent shards.
+
+A source is resolved from one path or glob (``resolve_source``):
+- ``*.tar`` / ``*.tar.gz`` files, or a directory holding them: webdataset shards with an image member
+  (``jpg``/``jpeg``/``png``/``webp``), optionally ``cls`` (class id as text) and ``txt`` (caption);
+- a directory with ``latents.json``: latent shards written by ``hddm data encode`` (``hddm_p2p.train.encode``);
+- any other directory: an image folder (class = index of the sorted first-level sub-folder, if any).
+
+Small data (CIFAR-10: 50k·3·32·32 uint8 = 150 MB) is decoded once into memory (``load_in_memory``) and
+batched by ``EpochBatches``: the order is a permutation drawn from (seed, epoch), so the position
+(epoch, offset) is the whole data-loader state. Large shard sets stream instead (``hddm_p2p.train.stream``).
+A corrupt member or unreadable image is skipped with a warning and counted in ``skipped``.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from hddm_p2p.errors import DataError
+
+log = logging.getLogger(__name__)
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Restrict training to a cluster (keys) or to some classes (labels); None keeps everything."""
+
+    keys: frozenset[str] | None = None
+    labels: frozenset[int] | None = None
+    limit: int | None = None
+
+    def keep(self, key: str, label: int) -> bool:
+        return (self.keys is None or key in self.keys) and (self.labels is None or label in self.labels)
+
+
+@dataclass
+class InMemoryData:
+    """Decoded samples. ``x``: uint8 (N, 3, R, R) pixels or float16 (N, C, h, w) latents."""
+
+    x: Tensor
+    labels: Tensor                      # (N,) long, −1 where unknown
+    captions: list[str]
+    keys: list[str]
+    space: str                          # "pixel" | "latent"
+    source: str
+    skipped: int = 0
+    meta: dict = field(default_factory=dict)  # latent shards: vae id, scaling factor, image resolution
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def model_input(self, idx: Tensor, device, dtype=torch.float32) -> Tensor:
+        """Samples ``idx`` as the network's input: pixels scaled to [−1, 1], latents as stored."""
+        x = self.x.index_select(0, idx).to(device, non_blocking=True)
+        return x.to(dtype) / 127.5 - 1 if self.space == "pixel" else x.to(dtype)
+
+
+def resolve_source(source: str | Path) -> tuple[str, list[str]]:
+    """(kind, files) for a path or glob; kind is "shards", "latents" or "folder". Raises ``DataError``."""
+    s = str(source)
+    if any(ch in s for ch in "*?["):
+        files = sorted(glob.glob(s))
+        if not files:
+            raise DataError(f"no files match {s!r}; check the --data glob")
+        return "shards", files
+    p = Path(s)
+    if not p.exists():
+        raise DataError(f"data path {s} does not exist; pass a shard file, a glob, or a directory")
+    if p.is_file():
+        return "shards", [s]
+    if (p / "latents.json").exists():
+        return "latents", [str(p)]
+    shards = sorted(str(f) for f in p.iterdir() if f.name.endswith((".tar", ".tar.gz", ".tgz")))
+    return ("shards", shards) if shards else ("folder", [s])
+
+
+def decode_image(data: bytes, resolution: int) -> Tensor:
+    """Image bytes → uint8 (3, R, R): RGB, center-cropped to a square, resized if needed (bicubic)."""
+    img = Image.open(io.BytesIO(data))
+    img = img.convert("RGB")
+    w, h = img.size
+    if w != h:
+        m = min(w, h)
+        img = img.crop(((w - m) // 2, (h - m) // 2, (w - m) // 2 + m, (h - m) // 2 + m))
+    if img.size[0] != resolution:
+        img = img.resize((resolution, resolution), Image.BICUBIC)
+    return torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(resolution, resolution, 3).permute(2, 0, 1)
+
+
+def raw_samples(urls: list[str]):
+    """Raw webdataset samples (dicts of member bytes with ``__key__``), in shard order; corrupt tars warn."""
+    import webdataset as wds
+
+    ds = wds.WebDataset(urls, shardshuffle=False, handler=wds.warn_and_continue, empty_check=False)
+    yield from ds
+
+
+def decode_sample(sample: dict, resolution: int) -> tuple[Tensor, int, str] | None:
+    """(image, label, caption) of a raw sample, or None (warned) when it has no readable image."""
+    key = sample.get("__key__", "?")
+    ext = next((e for e in IMAGE_EXTS if e in sample), None)
+    try:
+        if ext is None:
+            raise ValueError("no image member")
+        img = decode_image(sample[ext], resolution)
+        label = int(sample["cls"].decode().strip()) if "cls" in sample else -1
+        caption = sample["txt"].decode("utf-8", "replace").strip() if "txt" in sample else ""
+    except Exception as e:  # PIL raises many types on corrupt bytes; skip and count, never die mid-run
+        log.warning("skipping sample %s: %s", key, e)
+        return None
+    return img, label, caption
+
+
+_CACHE: dict[tuple, InMemoryData] = {}
+
+
+def load_in_memory(source: str | Path, resolution: int = 32, flt: Filter = Filter(), progress=None) -> InMemoryData:
+    """Decode a whole source into memory (cached per process); ``progress(n)`` is called per sample."""
+    kind, files = resolve_source(source)
+    ck = (kind, tuple(files), resolution, flt)
+    if ck not in _CACHE:
+        loader = {"shards": _load_shards, "folder": _load_folder, "latents": _load_latents}[kind]
+        data = loader(files, resolution, flt, progress)
+        if len(data) == 0:
+            raise DataError(f"no usable samples in {source} after filtering ({data.skipped} skipped); "
+                            "check the path, the cluster id or the label list")
+        _CACHE[ck] = data
+    return _CACHE[ck]
+
+
+def _collect(items, flt: Filter, progress) -> tuple[list, list, list, list, int]:
+    xs, labels, caps, keys, skipped = [], [], [], [], 0
+    for key, decoded in items:
+        if progress:
+            progress(1)
+        if decoded is None:
+            skipped += 1
+            continue
+        img, label, caption = decoded
+        if not flt.keep(key, label):
+            continue
+        xs.append(img), labels.append(label), caps.append(caption), keys.append(key)
+        if flt.limit is not None and len(xs) >= flt.limit:
+            break
+    return xs, labels, caps, keys, skipped
+
+
+def _to_data(parts, space: str, source: str, resolution: int) -> InMemoryData:
+    xs, labels, caps, keys, skipped = parts
+    x = torch.stack(xs) if xs else torch.empty(0, 3, resolution, resolution, dtype=torch.uint8)
+    return InMemoryData(x, torch.tensor(labels, dtype=torch.long), caps, keys, space, source, skipped)
+
+
+def _load_shards(files, resolution, flt, progress) -> InMemoryData:
+    items = ((s.get("__key__", "?"), decode_sample(s, resolution)) for s in raw_samples(files))
+    return _to_data(_collect(items, flt, progress), "pixel", ",".join(files), resolution)
+
+
+def _load_folder(files, resolution, flt, progress) -> InMemoryData:
+    root = Path(files[0])
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower().lstrip(".") in IMAGE_EXTS)
+    if not paths:
+        raise DataError(f"no images ({', '.join(IMAGE_EXTS)}) under {root}")
+    classes = sorted({p.relative_to(root).parts[0] for p in paths if len(p.relative_to(root).parts) > 1})
+
+    def one(p: Path):
+        rel = p.relative_to(root)
+        label = classes.index(rel.parts[0]) if len(rel.parts) > 1 else -1
+        sample = {"__key__": str(rel.with_suffix("")), "jpg": p.read_bytes(), "cls": str(label).encode()}
+        return sample["__key__"], decode_sample(sample, resolution)
+
+    data = _to_data(_collect(map(one, paths), flt, progress), "pixel", str(root), resolution)
+    data.meta["class_names"] = classes or None
+    return data
+
+
+def _load_latents(files, resolution, flt, progress) -> InMemoryData:
+    from hddm_p2p.train.encode import read_latent_shards
+
+    return read_latent_shards(Path(files[0]), flt)
+
+
+class EpochBatches:
+    """Index batches in a permutation drawn from (seed, epoch); state = (epoch, offset). Drops the tail."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        if n < batch_size:
+            raise DataError(f"only {n} samples but --batch-size is {batch_size}; use a smaller batch")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.epoch, self.offset = 0, 0
+        self._perm: Tensor | None = None
+
+    def _permutation(self) -> Tensor:
+        if self._perm is None:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            self._perm = torch.randperm(self.n, generator=g)
+        return self._perm
+
+    def next(self) -> Tensor:
+        if self.offset + self.batch_size > self.n:
+            self.epoch, self.offset, self._perm = self.epoch + 1, 0, None
+        idx = self._permutation()[self.offset:self.offset + self.batch_size]
+        self.offset += self.batch_size
+        return idx
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "offset": self.offset}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.offset, self._perm = int(state["epoch"]), int(state["offset"]), None
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same directory and ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

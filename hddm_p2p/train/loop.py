@@ -1,0 +1,214 @@
+"""The single-device training loop shared by every objective: AdamW + warmup, grad clipping, EMA,
+bf16 autocast on CUDA (fp32 on CPU), optional ``torch.compile``, atomic checkpoints and exact resume.
+
+Determinism: the model is built after ``torch.manual_seed(seed)``; the data order is a function of
+(seed, epoch) (``EpochBatches``); time, noise and dropout come from one generator seeded with ``seed``.
+A checkpoint stores model, EMA, optimizer, LR scheduler, step, that generator's state and the data
+position, so a resumed run continues bit-for-bit where an uninterrupted one would be (on CPU; CUDA
+kernels may add their own nondeterminism). Checkpoints go to ``OUT/checkpoints/last.pt`` every
+``ckpt_every`` steps and on Ctrl-C (then ``KeyboardInterrupt`` propagates: the CLI exits 130).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from hddm_p2p.errors import NumericalError, SpecError
+from hddm_p2p.train.data import EpochBatches, InMemoryData
+from hddm_p2p.train.objectives import ObjectiveConfig, diffusion_loss
+
+Tensor = torch.Tensor
+CHECKPOINT = Path("checkpoints") / "last.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; defaults follow DiT (AdamW 1e-4, no weight decay, EMA 0.9999)."""
+
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100         # linear LR warmup from 0
+    grad_clip: float = 1.0          # max global grad norm; 0 disables
+    ema_decay: float = 0.9999       # capped by (1 + step) / (10 + step) early on, so short runs still move
+    ckpt_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+    device: str = "cpu"
+    compile: bool = False
+    precision: str = "auto"         # "auto" = bf16 autocast on CUDA, fp32 elsewhere; "fp32" | "bf16"
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1:
+            raise SpecError("steps and batch size must be at least 1")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise SpecError(f"unknown precision {self.precision!r}; choose auto, fp32 or bf16")
+
+    def autocast(self, device: torch.device):
+        bf16 = self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda")
+        return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+class EMA:
+    """Exponential moving average of a model's parameters: θ̄ ← d·θ̄ + (1 − d)·θ."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        ema, cur = list(self.module.parameters()), [p.detach() for p in model.parameters()]
+        torch._foreach_lerp_(ema, cur, 1 - d)
+
+    def state_dict(self) -> dict:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state)
+
+
+def warmup_lambda(warmup: int) -> Callable[[int], float]:
+    return lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device):
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999),
+                            fused=device.type == "cuda")
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, warmup_lambda(cfg.warmup_steps))
+
+
+@dataclass
+class TrainResult:
+    step: int
+    final_loss: float
+    images_seen: int
+    wall_time_s: float
+    skipped: int
+
+
+class Trainer:
+    """Trains ``model`` on ``data`` with one objective; ``cond_fn(idx)`` gives the batch's condition."""
+
+    def __init__(self, model: nn.Module, data: InMemoryData, obj: ObjectiveConfig, cfg: TrainConfig, out: Path,
+                 cond_fn: Callable[[Tensor], object] = lambda idx: None):
+        self.device = torch.device(cfg.device)
+        self.model, self.data, self.obj, self.cfg, self.out = model.to(self.device), data, obj, cfg, Path(out)
+        self.cond_fn = cond_fn
+        self.ema = EMA(self.model, cfg.ema_decay)
+        self.opt, self.sched = make_optimizer(self.model, cfg, self.device)
+        self.batches = EpochBatches(len(data), cfg.batch_size, cfg.seed)
+        self.gen = torch.Generator(self.device).manual_seed(cfg.seed)
+        self.step, self.wall = 0, 0.0
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "step": self.step, "wall_time_s": self.wall,
+                "generator": self.gen.get_state(), "data": self.batches.state_dict(), "config": asdict(self.cfg),
+                "objective": asdict(self.obj)}
+
+    def save_checkpoint(self) -> Path:
+        path = self.out / CHECKPOINT
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+        return path
+
+    def load_checkpoint(self) -> bool:
+        """Restore from ``OUT/checkpoints/last.pt`` if it exists; True when it did."""
+        path = self.out / CHECKPOINT
+        if not path.exists():
+            return False
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state["objective"] != asdict(self.obj):
+            raise SpecError(f"checkpoint {path} was trained with {state['objective']}, not {asdict(self.obj)}; "
+                            "use the same flags or another --out")
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.gen.set_state(state["generator"].cpu())
+        self.batches.load_state_dict(state["data"])
+        self.step, self.wall = int(state["step"]), float(state["wall_time_s"])
+        _truncate_metrics(self.out / "metrics.jsonl", self.step)
+        return True
+
+    # -- one step ----------------------------------------------------------------------------------
+    def train_step(self) -> Tensor:
+        idx = self.batches.next()
+        x0 = self.data.model_input(idx, self.device)
+        cond = self.cond_fn(idx)
+        with self.cfg.autocast(self.device):
+            loss = diffusion_loss(self.forward, x0, cond, self.obj, self.gen)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        self.ema.update(self.model, self.step)
+        self.step += 1
+        return loss.detach()
+
+    def run(self, progress=None) -> TrainResult:
+        """Train to ``cfg.steps``; ``progress(step, loss|None, images_per_s)`` is called every step."""
+        self.model.train()
+        window, last_loss, t0, n0 = [], float("nan"), time.perf_counter(), self.step
+        wall0 = self.wall
+        try:
+            while self.step < self.cfg.steps:
+                window.append(self.train_step())
+                if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+                    last_loss = torch.stack(window).mean().item()  # the one host sync per log interval
+                    window = []
+                    if not math.isfinite(last_loss):
+                        raise NumericalError(f"loss became {last_loss} at step {self.step}; lower --lr")
+                    rate = (self.step - n0) * self.cfg.batch_size / max(time.perf_counter() - t0, 1e-9)
+                    self._log({"step": self.step, "loss": last_loss, "lr": self.sched.get_last_lr()[0],
+                               "images_per_s": rate, "epoch": self.batches.epoch, "skipped": self.data.skipped})
+                    if progress:
+                        progress(self.step, last_loss, rate)
+                elif progress:
+                    progress(self.step, None, None)
+                if self.step % self.cfg.ckpt_every == 0 and self.step < self.cfg.steps:
+                    self._checkpoint(wall0 + time.perf_counter() - t0)
+        except KeyboardInterrupt:
+            self._checkpoint(wall0 + time.perf_counter() - t0)
+            raise
+        self._checkpoint(wall0 + time.perf_counter() - t0)
+        return TrainResult(self.step, last_loss, self.step * self.cfg.batch_size, self.wall, self.data.skipped)
+
+    def _checkpoint(self, wall: float) -> None:
+        self.wall = wall  # training seconds over all sessions of this run
+        self.save_checkpoint()
+
+    def _log(self, row: dict) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric rows logged after the checkpoint being resumed, so no step appears twice."""
+    if not path.exists():
+        return
+    rows = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text("".join(r + "\n" for r in rows))
+    os.replace(tmp, path)
