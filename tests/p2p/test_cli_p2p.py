@@ -108,6 +108,8 @@ def test_cli_bad_input_is_one_line(user, tmp_path):
     (d / "model.safetensors").write_bytes(b"\x80\x04\x95" + b"\0" * 64)  # a pickle header
     assert "safetensors" in _error_line(hddm("publish", str(d), code=1))
     assert "unknown store" in _error_line(hddm("fetch", cid, "--store", "ftp", code=1))
+    assert "use --store ipfs" in _error_line(hddm("announce", cid, "--store", "local", code=1))
+    assert "use --store ipfs" in _error_line(hddm("listen", "--store", "local", "--count", "1", code=1))
 
 
 def test_console_script_subprocess(user, tmp_path):
