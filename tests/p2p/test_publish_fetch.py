@@ -240,3 +240,28 @@ def test_already_cached_artifacts_are_kept_on_failure(home, store, published):
     with pytest.raises(IntegrityError):
         fetch_manifest(store, cid, progress=False)
     assert _cache_files(home) == files and Cache().path_for(published.cid, "manifest.json").exists()
+
+
+def test_publish_and_fetch_a_router_directory(home, store, published, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from hddm_p2p.p2p.manifests import RouterManifest
+
+    d = tmp_path / "router"
+    d.mkdir()
+    save_file({"w": torch.ones(2, 4)}, str(d / "model.safetensors"), metadata={"hddm.format": "hddm-router/1"})
+    router = {"kind": "router", "name": "cifar-router", "architecture": {"family": "mlp", "preset": None,
+                                                                          "config": {"hidden": 8}},
+              "experts": [published.cid, "sha256:" + "cd" * 32],
+              "data_space": {"kind": "pixel", "resolution": 8, "channels": 3, "value_range": [-1.0, 1.0], "vae": None},
+              "path": "flow-linear", "feature_extractor": "pixels-8x8", "training": {"steps": 3, "accuracy": 0.5},
+              "accuracy_by_t": [[0.5, 0.75]]}
+    (d / "router.json").write_text(json.dumps(router))
+    res = publish_dir(d, store, progress=False)
+    m, paths = fetch_manifest(store, res.cid, progress=False)
+    assert isinstance(m, RouterManifest) and m.experts[0] == published.cid and m.accuracy_by_t == [(0.5, 0.75)]
+    assert "pipeline_tag: image-classification" in paths["README.md"].read_text()
+    (d / "router.json").write_text(json.dumps({**router, "experts": [published.cid, published.cid]}))
+    with pytest.raises(ManifestError, match="experts must be distinct"):
+        publish_dir(d, store, progress=False)
