@@ -61,6 +61,7 @@ def write_weights(path: Path, state: dict[str, torch.Tensor], arch: DiTConfig) -
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     save_file(tensors, str(tmp), metadata={"hddm.format": FORMAT, "hddm.arch": arch.to_json()})
+    os.chmod(tmp, 0o644)  # a shareable artifact, not a secret
     os.replace(tmp, path)
 
 

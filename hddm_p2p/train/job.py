@@ -1,0 +1,163 @@
+"""``train_expert``: everything ``hddm train expert`` does, as one library call.
+
+Order matters for bad input: the architecture, objective, data path, cluster and checkpoint shapes are
+all checked before the first training step, so a typo fails in seconds with a one-line message.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from hddm_p2p.errors import DataError, SpecError
+from hddm_p2p.models.dit import DiT, DiTConfig, get_preset
+from hddm_p2p.train.data import Filter, InMemoryData, load_in_memory, resolve_source
+from hddm_p2p.train.expert_dir import conditioning, data_space, describe, write_expert_dir
+from hddm_p2p.train.loop import CHECKPOINT, TrainConfig, Trainer
+from hddm_p2p.train.objectives import ObjectiveConfig
+
+
+@dataclass(frozen=True)
+class ExpertJob:
+    """One expert-training run (the CLI's flags)."""
+
+    data: str
+    out: Path
+    objective: ObjectiveConfig = ObjectiveConfig()
+    train: TrainConfig = TrainConfig()
+    arch: str = "DiT-B/2"
+    adaln: str = "single"
+    space: str = "pixel"
+    resolution: int = 32
+    condition: str = "none"
+    num_classes: int | None = None
+    text_encoder: str = "bytes-32"
+    max_tokens: int = 32
+    init_from: Path | None = None
+    assignments: Path | None = None
+    cluster_id: int | None = None
+    labels: tuple[int, ...] | None = None
+    limit: int | None = None
+    resume: bool = False
+    name: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _progress(console=None) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=console, transient=False)
+
+
+def _check_job(job: ExpertJob) -> tuple[DiTConfig, Filter, dict | None]:
+    if job.space not in ("pixel", "latent"):
+        raise SpecError(f"unknown space {job.space!r}; choose pixel or latent")
+    get_preset(job.arch)  # unknown preset → SpecError listing the valid ones
+    kind, _ = resolve_source(job.data)
+    if job.space == "latent" and kind != "latents":
+        raise DataError(f"--space latent needs latent shards (run `hddm data encode`); {job.data} holds {kind}")
+    if (job.assignments is None) != (job.cluster_id is None):
+        raise SpecError("--assignments and --cluster go together; pass both or neither")
+    keys, cluster = None, None
+    if job.assignments is not None:
+        from hddm_p2p.train.cluster import read_cluster
+
+        keys, cluster = read_cluster(Path(job.assignments), job.cluster_id)
+    flt = Filter(keys, frozenset(job.labels) if job.labels else None, job.limit)
+    ckpt = job.out / CHECKPOINT
+    if ckpt.exists() and not job.resume:
+        raise SpecError(f"{job.out} already holds a training checkpoint; pass --resume or choose another --out")
+    return get_preset(job.arch), flt, cluster
+
+
+def _model_config(job: ExpertJob, data: InMemoryData, text_width: int) -> DiTConfig:
+    channels, size = data.x.shape[1], data.x.shape[-1]
+    num_classes = job.num_classes or (int(data.labels.max()) + 1 if job.condition == "class" else 0)
+    if job.condition == "class" and num_classes < 1:
+        raise DataError(f"--condition class needs class labels; {job.data} has none (no `cls` members)")
+    return get_preset(job.arch, input_size=size, in_channels=channels, adaln=job.adaln, condition=job.condition,
+                      num_classes=num_classes if job.condition == "class" else 0,
+                      text_width=text_width if job.condition == "text" else 0,
+                      max_tokens=job.max_tokens if job.condition == "text" else 0)
+
+
+def _build(job: ExpertJob, cfg: DiTConfig) -> tuple[DiT, ObjectiveConfig]:
+    torch.manual_seed(job.train.seed)
+    if job.init_from is None:
+        return DiT(cfg), job.objective
+    from hddm_p2p.models.convert import init_from_dit_checkpoint
+
+    model = init_from_dit_checkpoint(Path(job.init_from), cfg)
+    obj = job.objective
+    if obj.time_scale != 999:  # pretrained embedder expects t_DiT = round(999·s)
+        obj = ObjectiveConfig(**{**obj.__dict__, "time_scale": 999.0})
+    return model, obj
+
+
+def _cond_fn(job: ExpertJob, data: InMemoryData, encoder, device):
+    if job.condition == "class":
+        return lambda idx: data.labels.index_select(0, idx).to(device)
+    if job.condition == "text":
+        cache: dict[str, tuple] = {}  # caption → (tokens (L, E), mask (L,)); CIFAR has 10 distinct captions
+
+        def encode(idx):
+            caps = [data.captions[i] for i in idx.tolist()]
+            missing = sorted(set(caps) - cache.keys())
+            if len(cache) + len(missing) > 50_000:
+                cache.clear()
+                missing = sorted(set(caps))
+            if missing:
+                out = encoder(missing)
+                cache.update({c: (out["tokens"][i], out["mask"][i]) for i, c in enumerate(missing)})
+            return {"tokens": torch.stack([cache[c][0] for c in caps]).to(device),
+                    "mask": torch.stack([cache[c][1] for c in caps]).to(device)}
+        return encode
+    return lambda idx: None
+
+
+def train_expert(job: ExpertJob, console=None, show_progress: bool = True) -> Path:
+    """Train one expert and write its directory (``model.safetensors``, ``expert.json``, ``metrics.jsonl``)."""
+    _, flt, cluster = _check_job(job)
+    with _progress(console) as bar:
+        task = bar.add_task("decode data", total=None, info="", visible=show_progress)
+        data = load_in_memory(job.data, job.resolution, flt, progress=lambda n: bar.advance(task, n))
+        bar.update(task, total=len(data) + data.skipped, completed=len(data) + data.skipped,
+                   info=f"{len(data)} samples, {data.skipped} skipped")
+    encoder = None
+    if job.condition == "text":
+        from hddm_p2p.train.text import get_text_encoder
+
+        encoder = get_text_encoder(job.text_encoder, job.max_tokens)
+    cfg = _model_config(job, data, encoder.width if encoder else 0)
+    model, obj = _build(job, cfg)
+    cfg = model.config
+    trainer = Trainer(model, data, obj, job.train, job.out, _cond_fn(job, data, encoder, job.train.device))
+    if job.resume:
+        trainer.load_checkpoint()
+    with _progress(console) as bar:
+        task = bar.add_task("train", total=job.train.steps, completed=trainer.step, info="", visible=show_progress)
+
+        def tick(step, loss, rate):
+            info = {} if loss is None else {"info": f"loss {loss:.4f} · {rate:.1f} img/s"}
+            bar.update(task, completed=step, **info)
+        result = trainer.run(tick)
+    return _write(job, cfg, obj, data, trainer, result, cluster, encoder)
+
+
+def _write(job, cfg, obj, data, trainer, result, cluster, encoder) -> Path:
+    space = data_space(job.space, cfg.input_size, cfg.in_channels, data.meta.get("vae"))
+    cond = conditioning(cfg, data.meta.get("class_names"), encoder.description if encoder else None)
+    name = job.name or f"{Path(job.out).name}"
+    files = sorted(glob.glob(job.data)) if any(c in job.data for c in "*?[") else [job.data]
+    training = {"steps": result.step, "batch_size": job.train.batch_size, "seed": job.train.seed,
+                "final_loss": result.final_loss, "images_seen": result.images_seen,
+                "wall_time_s": round(result.wall_time_s, 3), "device": job.train.device, "dataset": job.data,
+                "dataset_files": len(files), "samples": len(data), "skipped_samples": result.skipped,
+                "lr": job.train.lr, "ema_decay": job.train.ema_decay, "time_sampling": obj.time_sampling,
+                "init_from": Path(job.init_from).name if job.init_from else None, **job.extra}
+    desc = describe(name, obj, cfg, space, cond, cluster, training)
+    return write_expert_dir(Path(job.out), trainer.ema.state_dict(), cfg, desc)
