@@ -18,6 +18,7 @@ _COMMAND_MODULES = [
     "hddm_p2p.cli.catalog",
     "hddm_p2p.cli.announce",
     "hddm_p2p.cli.data_cluster",
+    "hddm_p2p.cli.train_router",
 ]
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name)
