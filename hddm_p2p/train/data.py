@@ -161,26 +161,44 @@ def _to_data(parts, space: str, source: str, resolution: int) -> InMemoryData:
     return InMemoryData(x, torch.tensor(labels, dtype=torch.long), caps, keys, space, source, skipped)
 
 
-def _load_shards(files, resolution, flt, progress) -> InMemoryData:
-    items = ((s.get("__key__", "?"), decode_sample(s, resolution)) for s in raw_samples(files))
-    return _to_data(_collect(items, flt, progress), "pixel", ",".join(files), resolution)
-
-
-def _load_folder(files, resolution, flt, progress) -> InMemoryData:
+def iter_samples(kind: str, files: list[str], resolution: int):
+    """Stream (key, (image, label, caption) | None) from shards or an image folder, without holding them."""
+    if kind == "shards":
+        for s in raw_samples(files):
+            yield s.get("__key__", "?"), decode_sample(s, resolution)
+        return
     root = Path(files[0])
     paths = sorted(p for p in root.rglob("*") if p.suffix.lower().lstrip(".") in IMAGE_EXTS)
     if not paths:
         raise DataError(f"no images ({', '.join(IMAGE_EXTS)}) under {root}")
-    classes = sorted({p.relative_to(root).parts[0] for p in paths if len(p.relative_to(root).parts) > 1})
-
-    def one(p: Path):
+    classes = folder_classes(root, paths)
+    for p in paths:
         rel = p.relative_to(root)
         label = classes.index(rel.parts[0]) if len(rel.parts) > 1 else -1
-        sample = {"__key__": str(rel.with_suffix("")), "jpg": p.read_bytes(), "cls": str(label).encode()}
-        return sample["__key__"], decode_sample(sample, resolution)
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            log.warning("skipping %s: %s", p, e)
+            yield str(rel.with_suffix("")), None
+            continue
+        yield str(rel.with_suffix("")), decode_sample({"__key__": str(rel), "jpg": data, "cls": str(label).encode()},
+                                                      resolution)
 
-    data = _to_data(_collect(map(one, paths), flt, progress), "pixel", str(root), resolution)
-    data.meta["class_names"] = classes or None
+
+def folder_classes(root: Path, paths: list[Path] | None = None) -> list[str]:
+    """Sorted first-level sub-folder names that hold images: the class names of an image folder."""
+    paths = paths if paths is not None else [p for p in root.rglob("*") if p.suffix.lower().lstrip(".") in IMAGE_EXTS]
+    return sorted({p.relative_to(root).parts[0] for p in paths if len(p.relative_to(root).parts) > 1})
+
+
+def _load_shards(files, resolution, flt, progress) -> InMemoryData:
+    return _to_data(_collect(iter_samples("shards", files, resolution), flt, progress), "pixel", ",".join(files),
+                    resolution)
+
+
+def _load_folder(files, resolution, flt, progress) -> InMemoryData:
+    data = _to_data(_collect(iter_samples("folder", files, resolution), flt, progress), "pixel", files[0], resolution)
+    data.meta["class_names"] = folder_classes(Path(files[0])) or None
     return data
 
 

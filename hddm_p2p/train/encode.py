@@ -1,0 +1,114 @@
+"""``hddm data encode``: precompute VAE latents once (as fast-DiT does), so training never runs the VAE.
+
+Output directory::
+
+    latents-00000.safetensors   "latents" (N, C, h, w) float16, "labels" (N,) int64;
+                                metadata {"keys": JSON list, "captions": JSON list}
+    latents.json                {"format": "hddm-latents/1", "vae": {id, scaling_factor, image_resolution},
+                                 "channels", "resolution", "count", "skipped", "shards": [...]}
+
+Each shard is written atomically; ``latents.json`` last, so a directory with it is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from hddm_p2p.errors import DataError
+from hddm_p2p.train.data import Filter, InMemoryData, atomic_write_bytes, iter_samples, resolve_source
+from hddm_p2p.train.vae import encode, get_vae, vae_description
+
+FORMAT = "hddm-latents/1"
+
+
+def _write_shard(path: Path, latents: list, labels: list, keys: list, captions: list) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file({"latents": torch.cat(latents).half().contiguous(), "labels": torch.tensor(labels, dtype=torch.long)},
+              str(tmp), metadata={"keys": json.dumps(keys), "captions": json.dumps(captions)})
+    os.replace(tmp, path)
+
+
+def encode_dataset(source: str, out: Path, vae_name: str, image_resolution: int = 256, batch_size: int = 32,
+                   shard_size: int = 10_000, device: str = "cpu", flt: Filter = Filter(),
+                   progress: Callable[[int], None] | None = None) -> Path:
+    """Encode every readable image of ``source`` to latents under ``out``; returns ``out``."""
+    kind, files = resolve_source(source)
+    if kind == "latents":
+        raise DataError(f"{source} already holds latents")
+    out.mkdir(parents=True, exist_ok=True)
+    vae = get_vae(vae_name, device)
+    shards, buf, batch, count, skipped = [], ([], [], [], []), ([], [], [], []), 0, 0
+
+    def flush_batch():
+        if batch[0]:
+            buf[0].append(encode(vae, torch.stack(batch[0]).float() / 127.5 - 1).cpu())
+            for b, v in zip(buf[1:], batch[1:]):
+                b.extend(v)
+            for b in batch:
+                b.clear()
+
+    def flush_shard():
+        flush_batch()
+        if buf[1]:
+            name = f"latents-{len(shards):05d}.safetensors"
+            _write_shard(out / name, *buf)
+            shards.append(name)
+            for b in buf:
+                b.clear()
+
+    for key, decoded in iter_samples(kind, files, image_resolution):
+        if progress:
+            progress(1)
+        if decoded is None:
+            skipped += 1
+            continue
+        img, label, caption = decoded
+        if not flt.keep(key, label):
+            continue
+        for b, v in zip(batch, (img, label, key, caption)):
+            b.append(v)
+        count += 1
+        if len(batch[0]) == batch_size:
+            flush_batch()
+        if len(buf[1]) + len(batch[1]) >= shard_size:
+            flush_shard()
+        if flt.limit is not None and count >= flt.limit:
+            break
+    flush_shard()
+    if count == 0:
+        raise DataError(f"no usable images in {source} ({skipped} skipped)")
+    first = safe_open(str(out / shards[0]), framework="pt").get_slice("latents").get_shape()
+    index = {"format": FORMAT, "vae": vae_description(vae_name, vae, image_resolution), "channels": first[1],
+             "resolution": first[2], "count": count, "skipped": skipped, "shards": shards, "source": source}
+    atomic_write_bytes(out / "latents.json", (json.dumps(index, indent=2) + "\n").encode())
+    return out
+
+
+def read_latent_shards(root: Path, flt: Filter = Filter()) -> InMemoryData:
+    """All latents of a directory written by ``encode_dataset``, filtered, as ``InMemoryData``."""
+    index = json.loads((root / "latents.json").read_text())
+    if index.get("format") != FORMAT:
+        raise DataError(f"{root}/latents.json has format {index.get('format')!r}, expected {FORMAT}")
+    xs, labels, keys, caps = [], [], [], []
+    for name in index["shards"]:
+        with safe_open(str(root / name), framework="pt") as f:
+            meta, lat, lab = f.metadata(), f.get_tensor("latents"), f.get_tensor("labels")
+        k, c = json.loads(meta["keys"]), json.loads(meta["captions"])
+        keep = [i for i in range(len(k)) if flt.keep(k[i], int(lab[i]))]
+        idx = torch.tensor(keep, dtype=torch.long)
+        xs.append(lat.index_select(0, idx)), labels.append(lab.index_select(0, idx))
+        keys += [k[i] for i in keep]
+        caps += [c[i] for i in keep]
+    x, y = torch.cat(xs), torch.cat(labels)
+    if flt.limit is not None:
+        x, y, keys, caps = x[:flt.limit], y[:flt.limit], keys[:flt.limit], caps[:flt.limit]
+    data = InMemoryData(x, y, caps, keys, "latent", str(root), int(index.get("skipped", 0)))
+    data.meta["vae"] = index["vae"]
+    return data
