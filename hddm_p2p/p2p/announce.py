@@ -10,6 +10,9 @@ anything that fails is reported with the reason, and nothing about it is kept.
 
 from __future__ import annotations
 
+import queue
+import threading
+import time
 from dataclasses import dataclass
 from typing import Iterator, Literal
 
@@ -72,12 +75,39 @@ def _parse(data: bytes) -> Announcement:
     return validate(doc, Announcement)
 
 
+def _messages(store: Store, timeout: float | None) -> Iterator[bytes]:
+    """Message payloads on ``TOPIC`` until ``timeout`` seconds pass (forever if None).
+
+    The subscription is an HTTP stream that blocks; a daemon thread drains it into a queue so the
+    deadline is kept here, and leaving the ``with`` closes the stream."""
+    q: queue.Queue = queue.Queue()
+
+    def drain(messages) -> None:
+        try:
+            for msg in messages:
+                q.put(msg["data"])
+        except Exception as e:  # the stream closing when we stop listening, or the daemon going away
+            q.put(e)
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with store.pubsub_sub(TOPIC) as messages:
+        threading.Thread(target=drain, args=(messages,), daemon=True).start()
+        while deadline is None or time.monotonic() < deadline:
+            try:
+                item = q.get(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return
+            if isinstance(item, Exception):
+                raise StoreError(f"the pubsub subscription ended: {item}")
+            yield item
+
+
 def listen(store: Store, *, count: int | None = None, timeout: float | None = None, trust: TrustStore | None = None,
            allow_untrusted: bool = False, progress: bool = False) -> Iterator[Heard]:
     """Yield each announcement heard (at most ``count``, for at most ``timeout`` s), verified by a full fetch."""
     _needs_pubsub(store)
     trust, n = trust or TrustStore(), 0
-    for data in store.pubsub_sub(TOPIC, timeout=timeout):
+    for data in _messages(store, timeout):
         hint = None
         try:
             hint = _parse(data)

@@ -59,10 +59,12 @@ def publish_name(store: Store, key_name: str, pem: bytes, ipns: str, cid: str) -
         names[ipns] = cid
         write_json(_names_file(store), names)
         return
-    got = store.key_import(f"hddm-{key_name}", pem)
+    kubo_name = f"hddm-{key_name}"
+    got = store.client.key_list().get(kubo_name) or store.key_import(kubo_name, pem)  # imported once per node
     if got != ipns:
-        raise TrustError(f"Kubo derived IPNS name {got} from key {key_name!r}, expected {ipns}")
-    store.name_publish(cid, key=f"hddm-{key_name}")
+        raise TrustError(f"the Kubo key {kubo_name!r} has IPNS name {got}, but key {key_name!r} is {ipns}; "
+                         f"remove it with `ipfs key rm {kubo_name}` and publish again")
+    store.name_publish(cid, key=kubo_name)
 
 
 def publish_catalog(store: Store, name: str, *, add: Iterable[str] = (), revoke: Iterable[str] = (),

@@ -84,3 +84,18 @@ def test_kubo_unreachable_is_a_clear_error(home, expert_dir):
     store = kubo_store.KuboStore("/ip4/127.0.0.1/tcp/1")
     with pytest.raises(StoreUnavailable, match="--store local"):
         publish_dir(expert_dir, store, progress=False)
+
+
+def test_cli_publish_on_a_fetch_and_show_catalog_on_b(home, kubo_pair, expert_dir, alice):
+    from tests.p2p.test_cli_p2p import _error_line, hddm
+
+    a, b = kubo_pair
+    out = json.loads(hddm("publish", str(expert_dir), "--store", "ipfs", "--ipfs-api", a.api, "--catalog", "main",
+                          "--json", "--no-progress").stdout)
+    fetched = json.loads(hddm("fetch", out["cid"], "--store", "ipfs", "--ipfs-api", b.api, "--json",
+                              "--no-progress").stdout)
+    assert fetched["name"] == "cifar-fm-c0" and set(fetched["paths"]) >= {"model.safetensors", "README.md"}
+    shown = json.loads(hddm("catalog", "show", alice.ipns, "--store", "ipfs", "--ipfs-api", b.api, "--json").stdout)
+    assert [e["cid"] for e in shown["catalog"]["entries"]] == [out["cid"]]
+    line = _error_line(hddm("fetch", out["cid"], "--store", "ipfs", "--ipfs-api", "/ip4/127.0.0.1/tcp/1", code=1))
+    assert "cannot reach the Kubo RPC API" in line and "--store local" in line
