@@ -1,0 +1,20 @@
+"""The throughput benchmark runs at toy size on CPU and prints numbers (no timing asserts)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "train_throughput.py"
+
+
+def test_train_throughput_prints_images_per_second():
+    out = subprocess.run([sys.executable, str(SCRIPT), "--arch", "tiny", "--batch", "2", "--steps", "2", "--warmup",
+                          "1", "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = [ln for ln in out.stdout.splitlines() if ln.startswith("tiny")]
+    assert len(rows) == 2 and "fp32 eager" in rows[0] and "bf16 eager" in rows[1]
+    for row in rows:
+        nums = [float(x) for x in re.findall(r"\d+\.\d+", row)]
+        assert len(nums) >= 4 and nums[0] > 0 and nums[1] > 0  # s/step, img/s, then TFLOP/s, speedup
+    assert "n/a" in rows[0]  # no MFU without a known GPU peak
