@@ -38,8 +38,8 @@ def _minimal_check(path: Path) -> None:
 def check_weights(path: Path) -> None:
     """IntegrityError unless ``path`` is a safetensors file with a sane header."""
     try:
-        from hddm_p2p.p2p.safetensors_check import check_safetensors
-    except ImportError:
+        from hddm_p2p.p2p import safetensors_check
+    except ModuleNotFoundError:
         _minimal_check(Path(path))
         return
-    check_safetensors(Path(path))
+    safetensors_check.check_safetensors(Path(path))  # fails loudly if the transport renames it

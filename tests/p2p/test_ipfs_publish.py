@@ -97,5 +97,9 @@ def test_cli_publish_on_a_fetch_and_show_catalog_on_b(home, kubo_pair, expert_di
     assert fetched["name"] == "cifar-fm-c0" and set(fetched["paths"]) >= {"model.safetensors", "README.md"}
     shown = json.loads(hddm("catalog", "show", alice.ipns, "--store", "ipfs", "--ipfs-api", b.api, "--json").stdout)
     assert [e["cid"] for e in shown["catalog"]["entries"]] == [out["cid"]]
+    assert "announced" in hddm("announce", out["cid"], "--ipfs-api", a.api).stdout
+    t0 = time.monotonic()
+    assert hddm("listen", "--ipfs-api", b.api, "--timeout", "1", "--json").stdout == ""  # nothing announced since
+    assert time.monotonic() - t0 < 10
     line = _error_line(hddm("fetch", out["cid"], "--store", "ipfs", "--ipfs-api", "/ip4/127.0.0.1/tcp/1", code=1))
     assert "cannot reach the Kubo RPC API" in line and "--store local" in line
