@@ -9,6 +9,7 @@ from hddm_p2p.cli.root import app
 # Each module registers its commands on the apps in ``root``. One line per command group.
 _COMMAND_MODULES = [
     "hddm_p2p.cli.info",
+    "hddm_p2p.cli.cid",
     "hddm_p2p.cli.train_expert",
     "hddm_p2p.cli.data_encode",
     "hddm_p2p.cli.keys",
