@@ -10,6 +10,7 @@ from hddm_p2p.cli.root import app
 _COMMAND_MODULES = [
     "hddm_p2p.cli.info",
     "hddm_p2p.cli.cid",
+    "hddm_p2p.cli.eval",
     "hddm_p2p.cli.train_expert",
     "hddm_p2p.cli.data_encode",
     "hddm_p2p.cli.keys",

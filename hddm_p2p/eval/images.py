@@ -127,3 +127,31 @@ def group_by_label(pairs: Iterable[tuple[torch.Tensor, int | None]], per_group: 
         if label is not None and len(groups.setdefault(label, [])) < per_group:
             groups[label].append(img)
     return {k: torch.stack(v) for k, v in sorted(groups.items())}
+
+
+GROUPINGS = ("subdirs", "label", "chunk:N")
+
+
+def load_groups(source: str | Path, grouping: str, per_group: int | None = None) -> dict[str, torch.Tensor]:
+    """Images of ``source`` split into groups (one per prompt/class): {name: uint8 (n, 3, H, W)}.
+
+    ``subdirs``: each immediate subdirectory is a group; ``label``: the class label of each shard sample;
+    ``chunk:N``: consecutive runs of N images in file order (e.g. N samples per prompt, prompt-major).
+    """
+    kind, _, arg = grouping.partition(":")
+    if kind == "subdirs":
+        subs = sorted(p for p in Path(source).iterdir() if p.is_dir()) if Path(source).is_dir() else []
+        if not subs:
+            raise DataError(f"--groups subdirs needs subdirectories of images in {str(source)!r}")
+        return {p.name: load_all(p, per_group) for p in subs}
+    if kind == "label":
+        groups = group_by_label(iter_labeled(source), per_group or 10**9)
+        if not groups:
+            raise DataError(f"--groups label needs class labels (.cls members) in {str(source)!r}")
+        return {str(k): v for k, v in groups.items()}
+    if kind == "chunk" and arg.isdigit() and int(arg) >= 2:
+        x, n = load_all(source), int(arg)
+        if x.shape[0] % n:
+            raise DataError(f"{x.shape[0]} images do not split into groups of {n}; check --groups chunk:N")
+        return {str(g): x[g * n:(g + 1) * n][:per_group] for g in range(x.shape[0] // n)}
+    raise DataError(f"unknown grouping {grouping!r}; use one of {', '.join(GROUPINGS)} (N ≥ 2)")
