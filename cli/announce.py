@@ -39,6 +39,6 @@ def listen(store: StoreKind = "ipfs", ipfs_api: IpfsApi = None,
                               "name": heard.manifest.name if heard.manifest else None}), flush=True)
         elif heard.usable:
             m = heard.manifest
-            console.print(f"[green]usable[/] {heard.cid} {m.slot} v{m.version} by {m.publisher}", highlight=False)
+            console.print(f"[green]usable[/] {heard.cid} {m.slot} v{m.version} by {m.publisher}", highlight=False, emoji=False)
         else:
-            console.print(f"[red]refused[/] {heard.cid or '?'}: {heard.error}", highlight=False)
+            console.print(f"[red]refused[/] {heard.cid or '?'}: {heard.error}", highlight=False, emoji=False)

@@ -6,10 +6,9 @@ import json
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from hddm_p2p.cli.options import Json
-from hddm_p2p.cli.p2p_options import (AllowDowngrade, AllowUntrusted, AskPassphrase, IpfsApi, KeyName, StoreKind,
+from hddm_p2p.cli.p2p_options import (row, table, AllowDowngrade, AllowUntrusted, AskPassphrase, IpfsApi, KeyName, StoreKind,
                                       make_store, passphrase)
 from hddm_p2p.cli.root import catalog_app, console
 from hddm_p2p.p2p.catalog import publish_catalog, resolve_catalog
@@ -32,7 +31,7 @@ def publish(name: Annotated[str, typer.Argument(help="Catalog name.")],
                           "entries": [e.cid for e in res.manifest.entries]}))
         return
     console.print(f"catalog {name} v{res.manifest.version}: {len(res.manifest.entries)} entries\n"
-                  f"  /ipns/{res.ipns}\n  /ipfs/{res.cid}", highlight=False)
+                  f"  /ipns/{res.ipns}\n  /ipfs/{res.cid}", highlight=False, emoji=False)
 
 
 @catalog_app.command("show")
@@ -48,9 +47,9 @@ def show(ref: Annotated[str, typer.Argument(help="IPNS name (k51...) or catalog 
     if as_json:
         print(json.dumps({"cid": cid, "catalog": m.to_doc()}))
         return
-    table = Table("kind", "name", "manifest cid", title=f"catalog {m.name} v{m.version} by {m.publisher} (verified)")
+    t = table("kind", "name", "manifest cid", title=f"catalog {m.name} v{m.version} by {m.publisher} (verified)")
     for e in m.entries:
-        table.add_row(e.kind or "?", e.name or "?", e.cid)
+        row(t, e.kind or "?", e.name or "?", e.cid)
     for c in m.revoked_manifests:
-        table.add_row("[red]revoked[/]", "", c)
-    console.print(table)
+        row(t, "revoked", "", c)
+    console.print(t)

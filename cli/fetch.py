@@ -6,10 +6,9 @@ import json
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from hddm_p2p.cli.options import Json
-from hddm_p2p.cli.p2p_options import AllowDowngrade, AllowUntrusted, IpfsApi, NoProgress, StoreKind, make_store
+from hddm_p2p.cli.p2p_options import row, table, AllowDowngrade, AllowUntrusted, IpfsApi, NoProgress, StoreKind, make_store
 from hddm_p2p.cli.root import app, console
 from hddm_p2p.p2p.fetch import fetch_manifest
 
@@ -28,7 +27,7 @@ def fetch(cid: Annotated[str, typer.Argument(help="Manifest CID (from `hddm publ
         print(json.dumps({"cid": cid, "name": m.name, "version": m.version, "publisher": m.publisher,
                           "paths": {k: str(v) for k, v in paths.items()}}))
         return
-    table = Table("file", "path", title=f"{m.slot} v{m.version} (verified)")
+    t = table("file", "path", title=f"{m.slot} v{m.version} (verified)")
     for name, path in paths.items():
-        table.add_row(name, str(path))
-    console.print(table)
+        row(t, name, str(path))
+    console.print(t)

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from hddm_p2p.cli.options import Json
-from hddm_p2p.cli.p2p_options import IpfsApi, StoreKind, make_store
+from hddm_p2p.cli.p2p_options import row, table, IpfsApi, StoreKind, make_store
 from hddm_p2p.cli.root import app, console
 from hddm_p2p.errors import TrustError
 from hddm_p2p.p2p.cid import cid_of_bytes
@@ -45,17 +44,17 @@ def inspect(ref: Annotated[str, typer.Argument(help="A manifest CID, or a path t
     if as_json:
         print(json.dumps({"cid": cid, "verified": True, "trust": trust, "manifest": doc}))
         return
-    table = Table("field", "value", title=f"{m.schema_} {m.name} v{m.version} — signature valid")
-    table.add_row("cid", cid)
-    table.add_row("trust", trust)
+    t = table("field", "value", title=f"{m.schema_} {m.name} v{m.version} — signature valid")
+    row(t, "cid", cid)
+    row(t, "trust", trust)
     for k, v in doc.items():
         if k not in _SKIP:
-            table.add_row(k, json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+            row(t, k, json.dumps(v) if isinstance(v, (dict, list)) else str(v))
     if "architecture" in doc:
         arch = doc["architecture"]
-        table.add_row("architecture", f"{arch['family']} {arch.get('preset') or ''}")
+        row(t, "architecture", f"{arch['family']} {arch.get('preset') or ''}")
     for a in doc.get("artifacts", []):
-        table.add_row(f"artifact {a['name']}", f"{a['cid']} {a['size']} B sha256 {a['sha256'][:16]}…")
+        row(t, f"artifact {a['name']}", f"{a['cid']} {a['size']} B sha256 {a['sha256'][:16]}…")
     for e in doc.get("entries", []):
-        table.add_row(f"entry {e.get('name')}", e["cid"])
-    console.print(table)
+        row(t, f"entry {e.get('name')}", e["cid"])
+    console.print(t)

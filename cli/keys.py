@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from hddm_p2p.cli.options import Json
-from hddm_p2p.cli.p2p_options import AskPassphrase, passphrase
+from hddm_p2p.cli.p2p_options import row, table, AskPassphrase, passphrase
 from hddm_p2p.cli.root import console, keys_app
 from hddm_p2p.errors import KeyStoreError
 from hddm_p2p.p2p._files import atomic_write
@@ -37,7 +36,7 @@ def generate(name: Name = DEFAULT_KEY, ask: AskPassphrase = False, as_json: Json
     if as_json:
         print(json.dumps(_row(info)))
         return
-    console.print(f"created key [bold]{name}[/]\n  did:  {info.did}\n  ipns: {info.ipns}")
+    console.print(f"created key [bold]{name}[/]\n  did:  {info.did}\n  ipns: {info.ipns}", highlight=False, emoji=False)
 
 
 @keys_app.command("list")
@@ -47,10 +46,10 @@ def list_keys(as_json: Json = False):
     if as_json:
         print(json.dumps(rows))
         return
-    table = Table("name", "did", "ipns", "encrypted")
+    t = table("name", "did", "ipns", "encrypted")
     for r in rows:
-        table.add_row(r["name"], r["did"], r["ipns"], "yes" if r["encrypted"] else "no")
-    console.print(table)
+        row(t, r["name"], r["did"], r["ipns"], "yes" if r["encrypted"] else "no")
+    console.print(t)
 
 
 @keys_app.command("export")
@@ -73,7 +72,7 @@ def export(name: Annotated[str, typer.Argument(help="Key name.")],
     if out.exists():
         raise KeyStoreError(f"{out} exists; choose another --out")
     atomic_write(out, ks.export_private(name, passphrase(ask)), mode=0o600)
-    console.print(f"wrote private key {name!r} to {out} (mode 0600); keep it secret")
+    console.print(f"wrote private key {name!r} to {out} (mode 0600); keep it secret", highlight=False, emoji=False)
 
 
 @keys_app.command("import")

@@ -6,6 +6,8 @@ import os
 from typing import Annotated, Optional
 
 import typer
+from rich.table import Table
+from rich.text import Text
 
 from hddm_p2p.p2p.keys import PASSPHRASE_ENV
 from hddm_p2p.p2p.store import Store, open_store
@@ -32,3 +34,16 @@ def passphrase(ask: bool, confirm: bool = False) -> str | None:
     if ask:
         return typer.prompt("key passphrase", hide_input=True, confirmation_prompt=confirm)
     return os.environ.get(PASSPHRASE_ENV) or None
+
+
+def table(*columns: str, title: str | None = None) -> Table:
+    """A table whose cells wrap instead of truncating CIDs and DIDs."""
+    t = Table(title=Text(title) if title else None)
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    return t
+
+
+def row(t: Table, *cells: object) -> None:
+    """Add cells as plain text: a did:key must not turn into an emoji (``:key:``) or markup."""
+    t.add_row(*(Text(str(c)) for c in cells))

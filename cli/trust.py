@@ -6,9 +6,9 @@ import json
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from hddm_p2p.cli.options import Json
+from hddm_p2p.cli.p2p_options import row, table
 from hddm_p2p.cli.root import console, trust_app
 from hddm_p2p.p2p.trust import TrustStore
 
@@ -21,7 +21,7 @@ def add(key: Annotated[str, typer.Argument(help="A did:key, or a file with a did
     Example: hddm trust add did:key:z6Mk... --name alice
     """
     t = TrustStore().add(key, name)
-    console.print(f"trusted {t.name}: {t.did}", highlight=False)
+    console.print(f"trusted {t.name}: {t.did}", highlight=False, emoji=False)
 
 
 @trust_app.command("list")
@@ -31,14 +31,14 @@ def list_trusted(as_json: Json = False):
     if as_json:
         print(json.dumps([{"did": k.did, "name": k.name, "added": k.added} for k in keys]))
         return
-    table = Table("name", "did", "added")
+    t = table("name", "did", "added")
     for k in keys:
-        table.add_row(k.name, k.did, k.added)
-    console.print(table)
+        row(t, k.name, k.did, k.added)
+    console.print(t)
 
 
 @trust_app.command("remove")
 def remove(key: Annotated[str, typer.Argument(help="The did:key or the name given with `trust add`.")]):
     """Stop trusting a publisher key."""
     t = TrustStore().remove(key)
-    console.print(f"removed {t.name}: {t.did}", highlight=False)
+    console.print(f"removed {t.name}: {t.did}", highlight=False, emoji=False)

@@ -31,8 +31,8 @@ def _front_matter(m: Published) -> str:
     return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
 
 
-def _table(rows: list[tuple[str, object]]) -> str:
-    lines = ["| field | value |", "| --- | --- |"]
+def _table(rows: list[tuple[str, object]], header: str = "| field | value |") -> str:
+    lines = [header, "| --- | --- |"]
     lines += [f"| {k} | {str(v).replace('|', '/')} |" for k, v in rows]
     return "\n".join(lines) + "\n"
 
@@ -70,7 +70,7 @@ def render_card(m: Published) -> str:
     """The README.md text for ``m`` (its artifacts other than the card itself are listed)."""
     body = _expert_body(m) if isinstance(m, ExpertManifest) else _router_body(m)
     files = _table([(a.name, f"`{a.cid}` ({a.size} bytes, sha256 `{a.sha256[:16]}…`)")
-                    for a in m.artifacts if a.name != CARD_NAME])
+                    for a in m.artifacts if a.name != CARD_NAME], header="| file | content |")
     return (f"{_front_matter(m)}\n# {m.name}\n\n{body}\n## Files\n\n{files}\n"
             "Verify before use: `hddm fetch <manifest CID>` checks the signature, the trust policy, "
             "and every file's size, sha256 and CID.\n")

@@ -59,7 +59,8 @@ def test_keys_and_trust_commands(user, tmp_path):
 
 def test_passphrase_prompt(hddm_home, monkeypatch):
     monkeypatch.delenv("HDDM_KEY_PASSPHRASE", raising=False)
-    hddm("keys", "generate", "--name", "locked", "--passphrase", input="s3cret\ns3cret\n")
+    out = hddm("keys", "generate", "--name", "locked", "--passphrase", input="s3cret\ns3cret\n").stdout
+    assert "did:key:z6Mk" in out and "🔑" not in out  # rich must not read ":key:" as an emoji code
     assert json.loads(hddm("keys", "list", "--json").stdout)[0]["encrypted"] is True
     out = hddm("keys", "export", "locked", "--private", "--out", str(hddm_home / "x.pem"), code=1)
     assert "passphrase-protected" in _error_line(out)
@@ -86,7 +87,8 @@ def test_publish_inspect_fetch_catalog(user, tmp_path):
     assert pub2["version"] == 2
     out = json.loads(hddm("catalog", "publish", "main", "--expert", pub2["cid"], "--revoke", cid, "--json").stdout)
     assert out["version"] == 2 and out["entries"] == [pub2["cid"]]
-    assert "catalog main v2" in hddm("catalog", "show", ipns).stdout
+    shown = hddm("catalog", "show", ipns).stdout
+    assert "catalog main v2" in shown and "did:key:z6Mk" in shown and "revoked" in shown
 
 
 def test_cli_bad_input_is_one_line(user, tmp_path):
