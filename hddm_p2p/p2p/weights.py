@@ -33,6 +33,21 @@ def _minimal_check(path: Path) -> None:
             header = None
     if not isinstance(header, dict):
         raise IntegrityError(f"{path} is not a safetensors file (header is not a JSON object)")
+    _check_offsets(path, header, size - 8 - n)
+
+
+def _check_offsets(path: Path, header: dict, data_size: int) -> None:
+    """Tensor byte ranges must lie inside the data section and must not overlap."""
+    try:
+        spans = sorted(tuple(v["data_offsets"]) for k, v in header.items() if k != "__metadata__")
+    except (TypeError, KeyError):
+        raise IntegrityError(f"{path} is not a safetensors file (a tensor entry has no data_offsets)") from None
+    end = 0
+    for begin, stop in spans:
+        if not (isinstance(begin, int) and isinstance(stop, int)) or begin < end or stop < begin or stop > data_size:
+            raise IntegrityError(f"{path}: safetensors header has overlapping or out-of-range tensor offsets "
+                                 f"[{begin}, {stop}); refusing it")
+        end = stop
 
 
 def check_weights(path: Path) -> None:

@@ -200,12 +200,21 @@ def test_pickle_offered_as_weights_is_refused_at_publish(home, store, expert_dir
     assert not (store.root / "blobs").exists() or list((store.root / "blobs").iterdir()) == []
 
 
-@pytest.mark.parametrize("payload", ["pickle", "oversized-header"])
+def _overlapping_safetensors() -> bytes:
+    import struct
+
+    header = json.dumps({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                         "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}).encode()
+    return struct.pack("<Q", len(header)) + header + b"\0" * 12
+
+
+@pytest.mark.parametrize("payload", ["pickle", "oversized-header", "overlapping"])
 def test_non_safetensors_weights_are_refused_at_fetch(home, store, published, tmp_path, payload):
     import hashlib
     import struct
 
-    data = _pickle_bytes() if payload == "pickle" else struct.pack("<Q", 1 << 40) + b"{}"
+    data = {"pickle": _pickle_bytes, "overlapping": _overlapping_safetensors,
+            "oversized-header": lambda: struct.pack("<Q", 1 << 40) + b"{}"}[payload]()
     path = tmp_path / "evil.bin"
     path.write_bytes(data)
     digest = store.add_file(path)
@@ -217,6 +226,12 @@ def test_non_safetensors_weights_are_refused_at_fetch(home, store, published, tm
     with pytest.raises(IntegrityError, match="safetensors"):
         fetch_manifest(store, cid, progress=False)
     _untouched(home, before)
+
+
+def test_overlapping_header_is_refused_at_publish(home, store, expert_dir):
+    (expert_dir / "model.safetensors").write_bytes(_overlapping_safetensors())
+    with pytest.raises(IntegrityError, match="(?i)overlap"):
+        publish_dir(expert_dir, store, progress=False)
 
 
 def test_publish_rejects_bad_expert_json_before_upload(home, store, expert_dir):
