@@ -46,12 +46,13 @@ def read_expert(path: str | Path) -> ExpertRef:
     if not p.is_file():
         raise ManifestError(f"{p} is neither an expert directory nor a manifest file")
     from hddm_p2p.p2p.cid import cid_of_bytes
-    from hddm_p2p.p2p.manifests import EXPERT_SCHEMA, manifest_bytes, validate
+    from hddm_p2p.p2p.manifests import EXPERT_SCHEMA, manifest_bytes, verify_signature
     from hddm_p2p.p2p.signing import parse_json
 
-    manifest = validate(parse_json(p.read_bytes()))
-    if manifest.to_doc().get("schema") != EXPERT_SCHEMA:
-        raise ManifestError(f"{p} is a {manifest.to_doc().get('schema')} manifest, not an expert manifest")
+    doc = parse_json(p.read_bytes())
+    if doc.get("schema") != EXPERT_SCHEMA:
+        raise ManifestError(f"{p} is a {doc.get('schema')!r} document, not an expert manifest ({EXPERT_SCHEMA})")
+    manifest = verify_signature(doc)  # signed by its own publisher; whether to trust them is assemble's call
     return ExpertRef(cid_of_bytes(manifest_bytes(manifest)), manifest.to_doc(), str(p))
 
 

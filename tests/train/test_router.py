@@ -130,3 +130,31 @@ def test_assignments_that_match_no_sample(two_clusters, tmp_path):
     (tmp_path / "a.json").write_text(json.dumps({"other-key": 0, "more": 1}))
     with pytest.raises(DataError, match="none of the 400 sample keys"):
         train_router_from_assignments(str(data), tmp_path / "a.json", tmp_path / "r", CFG)
+
+
+def test_signed_manifests_name_the_columns_by_cid(two_clusters, tmp_path, hddm_home):
+    """Experts given as published manifests: ids are the manifest CIDs, labels from their centroids."""
+    from hddm_p2p.p2p.keys import KeyStore
+    from hddm_p2p.p2p.publish import publish_dir
+    from hddm_p2p.p2p.store import LocalStore
+    from tests.p2p.conftest import make_expert_dir
+
+    data, assignments = two_clusters
+    truth = json.loads(assignments.read_text())
+    ex, store = PixelExtractor(8), LocalStore()
+    KeyStore().generate("me")
+    space = {"kind": "pixel", "resolution": 16, "channels": 3, "value_range": [-1.0, 1.0], "vae": None}
+    manifests, cids = [], []
+    for c in (0, 1):
+        centroid = ex([Image.open(data / f"{k}.png") for k in truth if truth[k] == c][:50]).mean(0)
+        cluster = {"id": c, "feature_extractor": "pixels-8x8", "feature_dim": 192,
+                   "centroid": [float(v) for v in centroid], "size": 200}
+        d = make_expert_dir(tmp_path / f"e{c}", name=f"expert-{c}", seed=c, cluster=cluster, data_space=space)
+        cid = publish_dir(d, store, key_name="me", progress=False).cid
+        (tmp_path / f"m{c}.json").write_bytes(store.cat(cid))
+        manifests.append(tmp_path / f"m{c}.json")
+        cids.append(cid)
+    desc = train_router_from_paths(manifests, str(data), tmp_path / "r", RouterTrainConfig(steps=40, batch_size=32))
+    assert desc["experts"] == cids
+    RouterDescription.model_validate_json(json.dumps({k: v for k, v in desc.items() if k != "kind"}))
+    assert dict((round(t, 1), a) for t, a in desc["accuracy_by_t"])[0.1] >= 0.9
