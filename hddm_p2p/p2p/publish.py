@@ -99,6 +99,9 @@ def publish_dir(directory: Path, store: Store, *, keys: KeyStore | None = None, 
     keys = keys or KeyStore()
     key = keys.load(keys.resolve_name(key_name), passphrase)
     did, slot, memory = did_from_key(key), slot_of(schema, desc["name"]), _VersionMemory()
+    if version is not None and version < memory.next(did, slot):
+        raise ManifestError(f"{slot} v{version} is not above v{memory.next(did, slot) - 1}, which this key already "
+                            "published; versions only grow (omit --version to use the next one)")
     digest = store.add_file(weights, progress=progress)
     doc = {"schema": schema, **desc, "version": version or memory.next(did, slot),
            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -43,6 +43,8 @@ def test_version_counts_up_per_key_and_name(home, store, expert_dir):
     assert publish_dir(expert_dir, store, progress=False).manifest.version == 2
     assert publish_dir(expert_dir, store, version=7, progress=False).manifest.version == 7
     assert publish_dir(expert_dir, store, progress=False).manifest.version == 8
+    with pytest.raises(ManifestError, match="versions only grow"):
+        publish_dir(expert_dir, store, version=8, progress=False)
     other = make_expert_dir(expert_dir.parent / "other", name="other-expert")
     assert publish_dir(other, store, progress=False).manifest.version == 1
 
