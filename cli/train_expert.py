@@ -38,6 +38,8 @@ def train_expert_cmd(
     cluster: Annotated[Optional[int], Opt("--cluster", "--cluster-id", help="Cluster id to train on.")] = None,
     labels: Annotated[Optional[str], Opt(help="Comma-separated class ids to keep, e.g. 0,1,8.")] = None,
     limit: Annotated[Optional[int], Opt(help="Use at most this many samples.")] = None,
+    num_classes: Annotated[Optional[int], Opt("--num-classes", help="Classes (default: largest label + 1).")] = None,
+    stream: Annotated[bool, Opt("--stream", help="Stream tar shards (large data) instead of decoding into memory.")] = False,
     ckpt_every: Annotated[int, Opt("--ckpt-every", help="Checkpoint interval in steps.")] = 500,
     log_every: Annotated[int, Opt("--log-every")] = 10,
     compile: Annotated[bool, Opt("--compile", help="torch.compile the model.")] = False,
@@ -69,6 +71,7 @@ def train_expert_cmd(
                         ckpt_every=ckpt_every, log_every=log_every, seed=seed, device=dev, compile=compile)
     job = ExpertJob(data=data, out=out, objective=obj, train=train, arch=arch, adaln=adaln, space=space,
                     resolution=resolution, condition=condition, text_encoder=text_encoder, init_from=init_from,
-                    assignments=assignments, cluster_id=cluster, labels=keep, limit=limit, resume=resume, name=name)
+                    assignments=assignments, cluster_id=cluster, labels=keep, limit=limit, resume=resume, name=name,
+                    num_classes=num_classes, stream=stream)
     path = train_expert(job, console=console)
     console.print(f"expert written to [bold]{path}[/] (model.safetensors, expert.json, metrics.jsonl)")

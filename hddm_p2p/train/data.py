@@ -208,6 +208,47 @@ def _load_latents(files, resolution, flt, progress) -> InMemoryData:
     return read_latent_shards(Path(files[0]), flt)
 
 
+@dataclass
+class Batch:
+    """One training batch on the CPU: ``x`` uint8 pixels (B, 3, R, R) or float16 latents, labels, captions."""
+
+    x: Tensor
+    labels: Tensor
+    captions: list[str]
+    space: str
+
+    def model_input(self, device, dtype=torch.float32) -> Tensor:
+        x = self.x.to(device, non_blocking=True)
+        return x.to(dtype) / 127.5 - 1 if self.space == "pixel" else x.to(dtype)
+
+
+class MemorySource:
+    """Batches of ``InMemoryData`` in the (seed, epoch) order of ``EpochBatches``; the loop's data source."""
+
+    def __init__(self, data: InMemoryData, batch_size: int, seed: int):
+        self.data, self.order = data, EpochBatches(len(data), batch_size, seed)
+
+    def next(self) -> Batch:
+        idx = self.order.next()
+        d = self.data
+        return Batch(d.x.index_select(0, idx), d.labels.index_select(0, idx), [d.captions[i] for i in idx.tolist()],
+                     d.space)
+
+    @property
+    def epoch(self) -> int:
+        return self.order.epoch
+
+    @property
+    def skipped(self) -> int:
+        return self.data.skipped
+
+    def state_dict(self) -> dict:
+        return self.order.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.order.load_state_dict(state)
+
+
 class EpochBatches:
     """Index batches in a permutation drawn from (seed, epoch); state = (epoch, offset). Drops the tail."""
 

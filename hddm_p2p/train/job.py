@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hddm_p2p.errors import DataError, SpecError
 from hddm_p2p.models.dit import DiT, DiTConfig, get_preset
-from hddm_p2p.train.data import Filter, InMemoryData, load_in_memory, resolve_source
+from hddm_p2p.train.data import Batch, Filter, InMemoryData, MemorySource, load_in_memory, resolve_source
 from hddm_p2p.train.expert_dir import conditioning, data_space, describe, write_expert_dir
 from hddm_p2p.train.loop import CHECKPOINT, TrainConfig, Trainer
 from hddm_p2p.train.objectives import ObjectiveConfig
@@ -43,6 +43,7 @@ class ExpertJob:
     labels: tuple[int, ...] | None = None
     limit: int | None = None
     resume: bool = False
+    stream: bool = False            # stream shards instead of decoding them into memory
     name: str | None = None
     extra: dict = field(default_factory=dict)
 
@@ -98,35 +99,54 @@ def _build(job: ExpertJob, cfg: DiTConfig) -> tuple[DiT, ObjectiveConfig]:
     return model, obj
 
 
-def _cond_fn(job: ExpertJob, data: InMemoryData, encoder, device):
+def _cond_fn(job: ExpertJob, encoder, device):
+    """Batch → the model's condition: None, class ids (B,) or text tokens/mask, on ``device``."""
     if job.condition == "class":
-        return lambda idx: data.labels.index_select(0, idx).to(device)
-    if job.condition == "text":
-        cache: dict[str, tuple] = {}  # caption → (tokens (L, E), mask (L,)); CIFAR has 10 distinct captions
+        return lambda batch: batch.labels.to(device)
+    if job.condition != "text":
+        return lambda batch: None
+    cache: dict[str, tuple] = {}  # caption → (tokens (L, E), mask (L,)); CIFAR has 10 distinct captions
 
-        def encode(idx):
-            caps = [data.captions[i] for i in idx.tolist()]
-            missing = sorted(set(caps) - cache.keys())
-            if len(cache) + len(missing) > 50_000:
-                cache.clear()
-                missing = sorted(set(caps))
-            if missing:
-                out = encoder(missing)
-                cache.update({c: (out["tokens"][i], out["mask"][i]) for i, c in enumerate(missing)})
-            return {"tokens": torch.stack([cache[c][0] for c in caps]).to(device),
-                    "mask": torch.stack([cache[c][1] for c in caps]).to(device)}
-        return encode
-    return lambda idx: None
+    def encode(batch: Batch):
+        missing = sorted(set(batch.captions) - cache.keys())
+        if len(cache) + len(missing) > 50_000:
+            cache.clear()
+            missing = sorted(set(batch.captions))
+        if missing:
+            out = encoder(missing)
+            cache.update({c: (out["tokens"][i], out["mask"][i]) for i, c in enumerate(missing)})
+        return {"tokens": torch.stack([cache[c][0] for c in batch.captions]).to(device),
+                "mask": torch.stack([cache[c][1] for c in batch.captions]).to(device)}
+    return encode
 
 
-def train_expert(job: ExpertJob, console=None, show_progress: bool = True) -> Path:
-    """Train one expert and write its directory (``model.safetensors``, ``expert.json``, ``metrics.jsonl``)."""
-    _, flt, cluster = _check_job(job)
+def _source(job: ExpertJob, flt: Filter, console, show_progress: bool):
+    """(data source, InMemoryData or None): a shard stream, or data decoded once into memory."""
+    if job.stream:
+        from hddm_p2p.train.stream import ShardStream
+
+        kind, files = resolve_source(job.data)
+        if kind != "shards":
+            raise SpecError(f"--stream reads tar shards; {job.data} holds {kind}")
+        if job.condition == "class" and not job.num_classes:
+            raise SpecError("--stream with --condition class needs --num-classes")
+        stream = ShardStream(files, job.resolution, job.train.batch_size, job.train.seed, flt)
+        first = stream.next()  # fail now, not at step 1, on unreadable data; then rewind
+        stream.load_state_dict({"epoch": 0, "offset": 0})
+        data = InMemoryData(first.x[:1], first.labels[:1], first.captions[:1], [], "pixel", job.data)
+        return stream, data
     with _progress(console) as bar:
         task = bar.add_task("decode data", total=None, info="", visible=show_progress)
         data = load_in_memory(job.data, job.resolution, flt, progress=lambda n: bar.advance(task, n))
         bar.update(task, total=len(data) + data.skipped, completed=len(data) + data.skipped,
                    info=f"{len(data)} samples, {data.skipped} skipped")
+    return MemorySource(data, job.train.batch_size, job.train.seed), data
+
+
+def train_expert(job: ExpertJob, console=None, show_progress: bool = True) -> Path:
+    """Train one expert and write its directory (``model.safetensors``, ``expert.json``, ``metrics.jsonl``)."""
+    _, flt, cluster = _check_job(job)
+    source, data = _source(job, flt, console, show_progress)
     encoder = None
     if job.condition == "text":
         from hddm_p2p.train.text import get_text_encoder
@@ -135,7 +155,7 @@ def train_expert(job: ExpertJob, console=None, show_progress: bool = True) -> Pa
     cfg = _model_config(job, data, encoder.width if encoder else 0)
     model, obj = _build(job, cfg)
     cfg = model.config
-    trainer = Trainer(model, data, obj, job.train, job.out, _cond_fn(job, data, encoder, job.train.device))
+    trainer = Trainer(model, source, obj, job.train, job.out, _cond_fn(job, encoder, job.train.device))
     if job.resume:
         trainer.load_checkpoint()
     with _progress(console) as bar:
@@ -156,7 +176,8 @@ def _write(job, cfg, obj, data, trainer, result, cluster, encoder) -> Path:
     training = {"steps": result.step, "batch_size": job.train.batch_size, "seed": job.train.seed,
                 "final_loss": result.final_loss, "images_seen": result.images_seen,
                 "wall_time_s": round(result.wall_time_s, 3), "device": job.train.device, "dataset": job.data,
-                "dataset_files": len(files), "samples": len(data), "skipped_samples": result.skipped,
+                "dataset_files": len(files), "samples": None if job.stream else len(data),
+                "skipped_samples": result.skipped,
                 "lr": job.train.lr, "ema_decay": job.train.ema_decay, "time_sampling": obj.time_sampling,
                 "init_from": Path(job.init_from).name if job.init_from else None, **job.extra}
     desc = describe(name, obj, cfg, space, cond, cluster, training)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from hddm_p2p.errors import NumericalError, SpecError
-from hddm_p2p.train.data import EpochBatches, InMemoryData
+from hddm_p2p.train.data import Batch
 from hddm_p2p.train.objectives import ObjectiveConfig, diffusion_loss
 
 Tensor = torch.Tensor
@@ -101,16 +101,17 @@ class TrainResult:
 
 
 class Trainer:
-    """Trains ``model`` on ``data`` with one objective; ``cond_fn(idx)`` gives the batch's condition."""
+    """Trains ``model`` with one objective on batches of ``source`` (``MemorySource`` or ``ShardStream``:
+    ``next() -> Batch``, ``state_dict``, ``load_state_dict``, ``epoch``, ``skipped``); ``cond_fn(batch)`` gives
+    the batch's condition (None, labels or text tokens) on the device."""
 
-    def __init__(self, model: nn.Module, data: InMemoryData, obj: ObjectiveConfig, cfg: TrainConfig, out: Path,
-                 cond_fn: Callable[[Tensor], object] = lambda idx: None):
+    def __init__(self, model: nn.Module, source, obj: ObjectiveConfig, cfg: TrainConfig, out: Path,
+                 cond_fn: Callable[[Batch], object] = lambda batch: None):
         self.device = torch.device(cfg.device)
-        self.model, self.data, self.obj, self.cfg, self.out = model.to(self.device), data, obj, cfg, Path(out)
+        self.model, self.source, self.obj, self.cfg, self.out = model.to(self.device), source, obj, cfg, Path(out)
         self.cond_fn = cond_fn
         self.ema = EMA(self.model, cfg.ema_decay)
         self.opt, self.sched = make_optimizer(self.model, cfg, self.device)
-        self.batches = EpochBatches(len(data), cfg.batch_size, cfg.seed)
         self.gen = torch.Generator(self.device).manual_seed(cfg.seed)
         self.step, self.wall = 0, 0.0
         self.forward = torch.compile(self.model) if cfg.compile else self.model
@@ -119,7 +120,7 @@ class Trainer:
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(), "step": self.step, "wall_time_s": self.wall,
-                "generator": self.gen.get_state(), "data": self.batches.state_dict(), "config": asdict(self.cfg),
+                "generator": self.gen.get_state(), "data": self.source.state_dict(), "config": asdict(self.cfg),
                 "objective": asdict(self.obj)}
 
     def save_checkpoint(self) -> Path:
@@ -144,16 +145,16 @@ class Trainer:
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.gen.set_state(state["generator"].cpu())
-        self.batches.load_state_dict(state["data"])
+        self.source.load_state_dict(state["data"])
         self.step, self.wall = int(state["step"]), float(state["wall_time_s"])
         _truncate_metrics(self.out / "metrics.jsonl", self.step)
         return True
 
     # -- one step ----------------------------------------------------------------------------------
     def train_step(self) -> Tensor:
-        idx = self.batches.next()
-        x0 = self.data.model_input(idx, self.device)
-        cond = self.cond_fn(idx)
+        batch = self.source.next()
+        x0 = batch.model_input(self.device)
+        cond = self.cond_fn(batch)
         with self.cfg.autocast(self.device):
             loss = diffusion_loss(self.forward, x0, cond, self.obj, self.gen)
         self.opt.zero_grad(set_to_none=True)
@@ -181,7 +182,7 @@ class Trainer:
                         raise NumericalError(f"loss became {last_loss} at step {self.step}; lower --lr")
                     rate = (self.step - n0) * self.cfg.batch_size / max(time.perf_counter() - t0, 1e-9)
                     self._log({"step": self.step, "loss": last_loss, "lr": self.sched.get_last_lr()[0],
-                               "images_per_s": rate, "epoch": self.batches.epoch, "skipped": self.data.skipped})
+                               "images_per_s": rate, "epoch": self.source.epoch, "skipped": self.source.skipped})
                     if progress:
                         progress(self.step, last_loss, rate)
                 elif progress:
@@ -192,7 +193,7 @@ class Trainer:
             self._checkpoint(wall0 + time.perf_counter() - t0)
             raise
         self._checkpoint(wall0 + time.perf_counter() - t0)
-        return TrainResult(self.step, last_loss, self.step * self.cfg.batch_size, self.wall, self.data.skipped)
+        return TrainResult(self.step, last_loss, self.step * self.cfg.batch_size, self.wall, self.source.skipped)
 
     def _checkpoint(self, wall: float) -> None:
         self.wall = wall  # training seconds over all sessions of this run

@@ -5,7 +5,7 @@ import torch
 
 from hddm_p2p.errors import DataError, SpecError
 from hddm_p2p.models import build_dit
-from hddm_p2p.train.data import EpochBatches
+from hddm_p2p.train.data import EpochBatches, MemorySource
 from hddm_p2p.train.loop import CHECKPOINT, TrainConfig, Trainer
 from hddm_p2p.train.objectives import ObjectiveConfig
 
@@ -16,7 +16,7 @@ def _trainer(data, out, steps, seed=0, condition="class"):
     cfg = TrainConfig(steps=steps, batch_size=8, lr=1e-3, warmup_steps=2, ckpt_every=3, log_every=1, seed=seed,
                       ema_decay=0.99)
     obj = ObjectiveConfig("fm", "flow-linear", time_sampling="logit-normal", cond_dropout=0.3)
-    return Trainer(model, data, obj, cfg, out, cond_fn=lambda idx: data.labels.index_select(0, idx))
+    return Trainer(model, MemorySource(data, 8, seed), obj, cfg, out, cond_fn=lambda batch: batch.labels)
 
 
 def _assert_same(a: dict, b: dict):
