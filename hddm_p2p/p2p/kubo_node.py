@@ -109,14 +109,15 @@ class KuboNode:
         return self
 
     def stop(self) -> None:
-        """Stop the daemon (SIGTERM, then SIGKILL after 10 s) and delete its repo."""
+        """Stop the daemon (SIGTERM, then SIGKILL after 3 s: open pubsub streams can stall a graceful
+        shutdown, and the repo is thrown away anyway) and delete its repo."""
         if self._client:
             self._client.close()
             self._client = None
         if self._proc and self._proc.poll() is None:
             self._proc.terminate()
             try:
-                self._proc.wait(timeout=10)
+                self._proc.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import threading
+import time
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -101,7 +102,15 @@ def test_ipns_publish_on_a_resolve_on_b(stores):
     name = a.name_publish(first)
     assert b.name_resolve(name) == first
     assert a.name_publish(second) == name
-    assert b.name_resolve(f"/ipns/{name}") == second
+    assert eventually(lambda: b.name_resolve(f"/ipns/{name}"), second) == second  # the update arrives by gossip
+
+
+def eventually(resolve, expected: str, seconds: float = 10.0) -> str:
+    """IPNS-over-pubsub updates reach a subscribed node asynchronously (≈0.5 s here): poll for them."""
+    deadline = time.monotonic() + seconds
+    while (value := resolve()) != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return value
 
 
 def test_imported_ed25519_key_publishes_under_its_own_name(stores):

@@ -110,7 +110,12 @@ class KuboStore(Store):
         return self.client.name_publish(f"/ipfs/{parse_cid(cid)}", key=key, lifetime=lifetime, ttl=ttl)["Name"]
 
     def name_resolve(self, name: str) -> str:
-        """The CID an IPNS name (``k51...`` or ``/ipns/k51...``) currently points at."""
+        """The CID an IPNS name (``k51...`` or ``/ipns/k51...``) points at.
+
+        Names travel over IPNS-over-pubsub (``Routing.Type`` none leaves no DHT): the first resolution on a
+        node subscribes to the name's topic and fetches the newest record from connected peers; later
+        updates arrive by gossip, typically within a second, so a resolution right after a remote publish
+        may still return the previous value."""
         path = self.client.name_resolve(name if name.startswith("/ipns/") else f"/ipns/{name}", timeout="10s")
         if not path.startswith("/ipfs/"):
             raise StoreError(f"IPNS name {name} points at {path}, not at an /ipfs/ CID")
