@@ -114,6 +114,16 @@ def test_cli_bad_input_is_one_line(user, tmp_path):
     assert "use --store ipfs" in _error_line(hddm("listen", "--store", "local", "--count", "1", code=1))
 
 
+def test_inspect_signed_examples_and_lock(hddm_home):
+    examples = Path(__file__).resolve().parents[2] / "manifests" / "examples"
+    catalog = json.loads(hddm("inspect", str(examples / "catalog.json"), "--json").stdout)
+    expert = json.loads(hddm("inspect", str(examples / "expert.json"), "--json").stdout)
+    assert expert["cid"] == catalog["manifest"]["entries"][0]["cid"]  # CID of the canonical bytes
+    assert expert["trust"].startswith("REFUSED") and "not in your trust store" in expert["trust"]
+    lock = hddm("inspect", str(examples / "lock.json")).stdout
+    assert "hddm.lock/1" in lock and "unsigned lock file" in lock and "cifar-fm-c0" in lock
+
+
 def test_console_script_subprocess(user, tmp_path):
     """The installed `hddm` console script, as a user runs it: a refused fetch is one line and exit code 1."""
     exe = Path(sys.executable).parent / "hddm"
