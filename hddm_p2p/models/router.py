@@ -151,6 +151,27 @@ class LoadedRouter:
         p = next(self.model.parameters())
         return self.model(x_t.to(p.device, p.dtype), t).float().to(x_t.device)
 
+    def for_experts(self, expert_ids: list[str]) -> "Reordered":
+        """This router with its columns reordered to ``expert_ids`` (an ensemble's expert order).
+
+        CompatibilityError if an ensemble expert has no column here; extra router columns are dropped.
+        """
+        missing = [e for e in expert_ids if e not in self.experts]
+        if missing:
+            raise CompatibilityError(f"the router was not trained for expert {missing[0]} "
+                                     f"({len(missing)} of {len(expert_ids)} missing); train one for these experts")
+        return Reordered(self, [self.experts.index(e) for e in expert_ids])
+
+
+class Reordered:
+    """``router(x_t, t)[:, columns]``: logits in another expert order."""
+
+    def __init__(self, router, columns: list[int]):
+        self.router, self.columns, self.n_experts = router, torch.tensor(columns), len(columns)
+
+    def __call__(self, x_t: Tensor, t) -> Tensor:
+        return self.router(x_t, t)[:, self.columns.to(x_t.device)]
+
 
 def load_router(path: str | Path, device: str = "cpu") -> tuple[LoadedRouter, dict]:
     """``(callable(x_t, t) -> logits (B, K), router.json description)`` from a router directory."""
@@ -174,3 +195,29 @@ def load_router(path: str | Path, device: str = "cpu") -> tuple[LoadedRouter, di
     if missing:
         raise ManifestError(f"{d / WEIGHTS} lacks weights: {', '.join(sorted(missing)[:3])}")
     return LoadedRouter(model.to(device), description["experts"]), description
+
+
+def make_router(spec: str, expert_ids: list[str], labels: Tensor | None = None, device: str = "cpu"):
+    """A router for an ensemble whose experts are ``expert_ids``, in that column order.
+
+    ``spec``: ``uniform`` | ``threshold:TAU:LOW:HIGH`` (expert indices, comma-separated; LOW handles t ≤ TAU)
+    | ``oracle`` (needs ``labels`` (B,) expert indices) | a router directory (reordered to ``expert_ids``).
+    """
+    from hddm_p2p.diffusion import OracleRouter, ThresholdRouter, UniformRouter
+
+    K = len(expert_ids)
+    if spec == "uniform":
+        return UniformRouter(K)
+    if spec == "oracle":
+        if labels is None:
+            raise SpecError("the oracle router needs per-sample expert labels")
+        return OracleRouter(labels, K)
+    if spec.startswith("threshold:"):
+        try:
+            tau, low, high = spec.split(":")[1:]
+            return ThresholdRouter(float(tau), [int(i) for i in low.split(",")], [int(i) for i in high.split(",")], K)
+        except ValueError:
+            raise SpecError(f"router {spec!r}: expected threshold:TAU:LOW:HIGH, e.g. threshold:0.5:0:1") from None
+    if Path(spec).is_dir():
+        return load_router(spec, device)[0].for_experts(expert_ids)
+    raise SpecError(f"unknown router {spec!r}; use uniform, threshold:TAU:LOW:HIGH, oracle, or a router directory")

@@ -6,7 +6,7 @@ import torch
 from hddm_p2p.diffusion import Ensemble, ExpertSpec
 from hddm_p2p.errors import CompatibilityError, ManifestError, SpecError
 from hddm_p2p.models.dit import count_parameters
-from hddm_p2p.models.router import Router, RouterConfig, load_router, router_preset, save_router
+from hddm_p2p.models.router import Router, RouterConfig, load_router, make_router, router_preset, save_router
 
 IDS = ["sha256:" + "a" * 64, "sha256:" + "b" * 64, "sha256:" + "c" * 64]
 
@@ -84,3 +84,25 @@ def test_not_a_router_dir(tmp_path):
 def test_bad_config(kw):
     with pytest.raises(SpecError):
         RouterConfig(**kw)
+
+
+def test_reordering_to_an_ensembles_expert_order(tmp_path):
+    save_router(tmp_path, _random_router(), {"kind": "router", "experts": IDS})
+    router, _ = load_router(tmp_path)
+    x = torch.randn(2, 3, 32, 32)
+    full = router(x, 0.4)
+    assert torch.equal(router.for_experts([IDS[2], IDS[0]])(x, 0.4), full[:, [2, 0]])
+    assert torch.equal(make_router(str(tmp_path), [IDS[1], IDS[2], IDS[0]])(x, 0.4), full[:, [1, 2, 0]])
+    with pytest.raises(CompatibilityError, match="not trained for expert sha256:ddd"):
+        router.for_experts([IDS[0], "sha256:" + "d" * 64])
+
+
+def test_untrained_routers_by_name():
+    x, ids = torch.randn(4, 3, 8, 8), IDS[:2]
+    assert torch.equal(make_router("uniform", ids)(x, 0.5), torch.zeros(4, 2))
+    thr = make_router("threshold:0.5:0:1", ids)
+    assert thr(x, 0.2).argmax(1).tolist() == [0] * 4 and thr(x, 0.8).argmax(1).tolist() == [1] * 4
+    assert make_router("oracle", ids, labels=torch.tensor([1, 0, 1, 1]))(x, 0.5).argmax(1).tolist() == [1, 0, 1, 1]
+    for bad in ("threshold:x", "nope"):
+        with pytest.raises(SpecError):
+            make_router(bad, ids)
