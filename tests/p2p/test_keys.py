@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hddm_p2p.errors import KeyStoreError, SignatureError
 from hddm_p2p.p2p.keys import KeyStore
 from hddm_p2p.p2p.signing import did_from_key, ipns_name, public_bytes, public_key_from_did
-from hddm_p2p.paths import kubo_bin
+from hddm_p2p.p2p.kubo_node import require_kubo
 
 
 def test_did_key_round_trip_and_known_vector():
@@ -72,9 +72,7 @@ def test_export_import_round_trip(hddm_home, tmp_path):
 @pytest.mark.kubo
 def test_kubo_imports_the_key_under_the_same_ipns_name(hddm_home, tmp_path):
     """The did:key and the IPNS name Kubo derives from the imported key are one identity."""
-    binary = kubo_bin()
-    if not binary.exists():
-        pytest.skip(f"Kubo binary missing at {binary}; run `make kubo`")
+    binary = require_kubo()  # fails (never skips) with how to build it, like the kubo_pair fixture
     ks = KeyStore()
     info = ks.generate("alice")
     pem_file = tmp_path / "alice.pem"
