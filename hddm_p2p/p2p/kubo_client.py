@@ -76,7 +76,7 @@ class KuboClient:
     """Calls to one Kubo daemon. Errors: ``StoreUnavailable`` when it cannot be reached, else ``StoreError``."""
 
     def __init__(self, api: str = DEFAULT_API, *, timeout: float = 60.0):
-        self.api = api
+        self.api, self.timeout = api, timeout
         self.base_url = api_url(api)
         self._http = httpx.Client(base_url=f"{self.base_url}/api/v0/",
                                   timeout=httpx.Timeout(timeout, connect=5.0), trust_env=False)
@@ -105,6 +105,9 @@ class KuboClient:
             if isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout)):
                 raise StoreUnavailable(f"cannot reach the Kubo RPC API at {self.api} ({e.__class__.__name__}); "
                                        f"{_HOW_TO_START}") from None
+            if isinstance(e, httpx.ReadTimeout):
+                raise StoreError(f"kubo {command}: no answer from {self.api} within {self.timeout:g} s; is the content "
+                                 "held by this node or a connected peer?") from None
             raise StoreError(f"kubo {command}: connection to {self.api} failed mid-request ({e}); "
                              "run the command again (downloads resume)") from None
 

@@ -150,6 +150,17 @@ def test_pubsub_from_a_reaches_b(stores):
     assert got[0]["from"] == a.client.id()["ID"]
 
 
+def test_content_nobody_has_times_out_with_a_message(kubo_pair, tmp_path):
+    a, b = kubo_pair
+    store = KuboStore(b.api, timeout=1.5)
+    missing = cid_of_bytes(b"held by no node")
+    with pytest.raises(StoreError, match="no answer .* connected peer"):
+        store.cat(missing)
+    with pytest.raises(StoreError, match="no answer"):
+        store.get_file(missing, tmp_path / "m", size=15, progress=False)
+    assert not (tmp_path / "m").exists()
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

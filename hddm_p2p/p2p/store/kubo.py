@@ -27,8 +27,8 @@ class KuboStore(Store):
 
     kind = "ipfs"
 
-    def __init__(self, api: str = DEFAULT_API, *, profile: ImportProfile = UNIXFS_V1_2025):
-        self.client = KuboClient(api)
+    def __init__(self, api: str = DEFAULT_API, *, profile: ImportProfile = UNIXFS_V1_2025, timeout: float = 60.0):
+        self.client = KuboClient(api, timeout=timeout)
         self.profile = profile
 
     def __repr__(self) -> str:
