@@ -1,0 +1,96 @@
+"""Data sources on real CIFAR-10 bytes: shards with corrupt members, image folders, the shard stream."""
+
+import itertools
+import logging
+
+import pytest
+import torch
+import webdataset as wds
+
+from hddm_p2p.errors import DataError
+from hddm_p2p.train.data import Filter, MemorySource, load_in_memory, raw_samples, resolve_source
+from hddm_p2p.train.stream import ShardStream
+
+
+@pytest.fixture(scope="module")
+def real_samples(cifar_shard):
+    return list(itertools.islice(raw_samples([str(cifar_shard)]), 40))
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, real_samples):
+    """Two tar shards of 20 real samples each; shard 0 has a corrupt JPEG and a sample with no image."""
+    root = tmp_path_factory.mktemp("shards")
+    for s in range(2):
+        with wds.TarWriter(str(root / f"part-{s}.tar")) as sink:
+            for i, sample in enumerate(real_samples[20 * s:20 * (s + 1)]):
+                sample = {k: v for k, v in sample.items() if not k.startswith("__") or k == "__key__"}
+                if s == 0 and i == 3:
+                    sample["jpg"] = b"\xff\xd8 not a jpeg"
+                if s == 0 and i == 5:
+                    sample.pop("jpg")
+                sink.write(sample)
+    return root
+
+
+def test_corrupt_members_are_skipped_with_a_warning_and_counted(shards, caplog):
+    with caplog.at_level(logging.WARNING):
+        data = load_in_memory(shards, 32)
+    assert len(data) == 38 and data.skipped == 2
+    assert sum("skipping sample" in r.message for r in caplog.records) == 2
+    assert data.x.dtype == torch.uint8 and data.x.shape == (38, 3, 32, 32)
+    assert data.captions[0].startswith("a photo of")
+
+
+def test_image_folder_with_class_subfolders(tmp_path, real_samples):
+    for i, s in enumerate(real_samples[:6]):
+        d = tmp_path / ("cats" if i % 2 else "dogs")
+        d.mkdir(exist_ok=True)
+        (d / f"{i}.jpg").write_bytes(s["jpg"])
+    (tmp_path / "dogs" / "broken.png").write_bytes(b"nope")
+    assert resolve_source(tmp_path)[0] == "folder"
+    data = load_in_memory(tmp_path, 16)
+    assert len(data) == 6 and data.skipped == 1 and data.x.shape[-1] == 16
+    assert data.meta["class_names"] == ["cats", "dogs"] and sorted(data.labels.tolist()) == [0, 0, 0, 1, 1, 1]
+
+
+def test_label_filter_and_memory_source(cifar_small):
+    keep = load_in_memory(cifar_small.source, 32, Filter(labels=frozenset({3}), limit=8))
+    assert len(keep) == 8 and (keep.labels == 3).all()
+    src = MemorySource(cifar_small, 16, seed=0)
+    batch = src.next()
+    assert batch.x.shape == (16, 3, 32, 32) and len(batch.captions) == 16
+    x = batch.model_input("cpu")
+    assert x.min() >= -1 and x.max() <= 1
+
+
+def _keys_of(stream, n):
+    return [stream.next().captions for _ in range(n)]
+
+
+def test_stream_order_is_a_function_of_seed_and_resumes_exactly(shards):
+    files = [str(p) for p in sorted(shards.glob("*.tar"))]
+    a = ShardStream(files, 32, 4, seed=1, buffer_size=8)
+    seq = [a.next() for _ in range(12)]  # 48 samples: crosses into epoch 1 (38 usable per epoch)
+    assert a.epoch == 1 and a.skipped >= 2
+    b = ShardStream(files, 32, 4, seed=1, buffer_size=8)
+    for _ in range(5):
+        b.next()
+    state = b.state_dict()
+    c = ShardStream(files, 32, 4, seed=1, buffer_size=8)
+    c.load_state_dict(state)
+    for want in seq[5:]:
+        got = c.next()
+        assert torch.equal(got.x, want.x) and torch.equal(got.labels, want.labels)
+    other = ShardStream(files, 32, 4, seed=2, buffer_size=8).next()
+    assert not torch.equal(other.x, seq[0].x)
+    epoch0 = torch.cat([s.x for s in seq[:10]])[:38]
+    assert len({bytes(x.numpy()) for x in epoch0}) == 38  # each usable sample once per epoch
+
+
+def test_missing_and_empty_sources(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        resolve_source(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images"):
+        load_in_memory(tmp_path / "empty", 32)
