@@ -220,19 +220,6 @@ class KuboClient:
             params["dht-timeout"] = timeout
         return self._call("name/resolve", params)["Path"]
 
-    def routing_get(self, key: str) -> bytes:
-        """The raw record stored under ``key`` (e.g. ``/ipns/<name>``), from this node's own records."""
-        with self._stream("routing/get", {"arg": key}) as response:
-            body = response.read()
-        return body
-
-    def routing_put(self, key: str, record: bytes, *, allow_offline: bool = True) -> None:
-        """Store a (signed, validated by Kubo) record under ``key``, e.g. an IPNS record fetched elsewhere."""
-        boundary = uuid.uuid4().hex
-        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-        self._call("routing/put", {"arg": key, "allow-offline": str(allow_offline).lower()},
-                   content=_multipart([record], "record", boundary), headers=headers)
-
     # --- pubsub --------------------------------------------------------------------------------
 
     def pubsub_pub(self, topic: str, data: bytes) -> None:
