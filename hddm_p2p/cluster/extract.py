@@ -19,6 +19,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import torch
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -75,7 +76,7 @@ def _embed(chunk: list[Sample], extractor: FeatureExtractor, batch_size: int) ->
 
 def _progress() -> Progress:
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), transient=True)
+                    TimeElapsedColumn(), transient=True, console=Console(stderr=True))  # stdout stays for --json
 
 
 def extract_features(samples: Iterable[Sample], extractor: FeatureExtractor, out_dir: str | Path, *,

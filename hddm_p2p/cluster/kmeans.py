@@ -80,8 +80,11 @@ def _kmeans(x: np.ndarray, k: int, config: KMeansConfig, weights: np.ndarray | N
     # One OpenMP thread on small problems: on a busy CPU, spinning threads cost 100× the arithmetic.
     faiss.omp_set_num_threads(1 if x.size * k < 50_000_000 else os.cpu_count() or 1)
     best, best_obj = None, np.inf
+    # k-means++ costs N·k·D per restart; past ~5e10 (e.g. 10k fine clusters of 1M DINOv2 vectors) use faiss's
+    # random-sample seeding instead, which many fine clusters tolerate well.
+    use_pp = len(x) * k * x.shape[1] <= 5e10
     for r in range(config.nredo):
-        init = _kmeans_pp(x, k, np.random.default_rng([config.seed, r]), weights)
+        init = _kmeans_pp(x, k, np.random.default_rng([config.seed, r]), weights) if use_pp else None
         km = faiss.Kmeans(x.shape[1], k, niter=config.niter, seed=config.seed + r, verbose=False,
                           min_points_per_centroid=1, max_points_per_centroid=1 << 30)
         km.train(x, weights=weights, init_centroids=init)

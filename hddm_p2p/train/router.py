@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rich.console import Console
 from rich.progress import Progress
 
 from hddm_p2p.errors import DataError, SpecError
@@ -104,7 +105,7 @@ def fit(model: Router, data: LabelledData, train_idx: torch.Tensor, cfg: RouterT
     torch.manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     batches, losses = EpochBatches(len(train_idx), min(cfg.batch_size, len(train_idx)), cfg.seed), []
-    with Progress(transient=True) as bar:
+    with Progress(transient=True, console=Console(stderr=True)) as bar:  # stdout stays clean for --json
         task = bar.add_task("training router", total=cfg.steps)
         for _ in range(cfg.steps):
             idx = train_idx[batches.next()]
