@@ -8,7 +8,6 @@ from hddm_p2p.errors import ManifestError, StoreError, TrustError
 from hddm_p2p.p2p.catalog import publish_catalog, resolve_catalog
 from hddm_p2p.p2p.fetch import fetch_manifest
 from hddm_p2p.p2p.keys import KeyStore
-from hddm_p2p.p2p.manifests import manifest_bytes, sign_manifest, validate
 from hddm_p2p.p2p.publish import publish_dir
 from hddm_p2p.p2p.signing import parse_json
 from hddm_p2p.p2p.trust import TrustStore

@@ -9,25 +9,22 @@ import time
 
 import pytest
 
-from hddm_p2p.errors import IntegrityError, StoreUnavailable
+from hddm_p2p.errors import StoreUnavailable
 from hddm_p2p.p2p.announce import announce, listen
 from hddm_p2p.p2p.catalog import publish_catalog, resolve_catalog
 from hddm_p2p.p2p.fetch import fetch_manifest
-from hddm_p2p.p2p.keys import KeyStore
 from hddm_p2p.p2p.manifests import ExpertManifest
 from hddm_p2p.p2p.publish import publish_dir
 from hddm_p2p.p2p.signing import canonical_json, parse_json
-from hddm_p2p.p2p.trust import TrustStore
-from tests.p2p.conftest import make_expert_dir
+from hddm_p2p.p2p.store.kubo import KuboStore
 
-kubo_store = pytest.importorskip("hddm_p2p.p2p.store.kubo")
 pytestmark = pytest.mark.kubo
 
 
 @pytest.fixture
 def stores(kubo_pair):
     a, b = kubo_pair
-    return kubo_store.KuboStore(a.api), kubo_store.KuboStore(b.api)
+    return KuboStore(a.api), KuboStore(b.api)
 
 
 def test_publish_on_a_fetch_and_verify_on_b(home, stores, expert_dir, alice):
@@ -81,7 +78,7 @@ def test_announce_on_a_listen_on_b(home, stores, expert_dir):
 
 
 def test_kubo_unreachable_is_a_clear_error(home, expert_dir):
-    store = kubo_store.KuboStore("/ip4/127.0.0.1/tcp/1")
+    store = KuboStore("/ip4/127.0.0.1/tcp/1")
     with pytest.raises(StoreUnavailable, match="--store local"):
         publish_dir(expert_dir, store, progress=False)
 
