@@ -93,3 +93,20 @@ def test_image_folder(tmp_path):
     assert r.exit_code == 0, r.output
     a = json.loads((tmp_path / "o" / "assignments.json").read_text())
     assert len({a[k] for k in a if k.startswith("dark")}) == 1 and len(set(a.values())) == 2
+
+
+def test_empty_cluster_fails_in_one_line(tmp_path):
+    (tmp_path / "same").mkdir()
+    for i in range(6):  # six copies of one picture: a second cluster can only be empty
+        Image.fromarray(np.full((8, 8, 3), 128, np.uint8)).save(tmp_path / "same" / f"{i}.png")
+    r = _run("--data", tmp_path / "same", "--k", 2, "--features", "pixels", "--out", tmp_path / "o")
+    assert r.exit_code == 1 and "empty" in r.output and len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o" / "assignments.json").exists()
+
+
+def test_random_timm_vit_features(cifar_test_shard, tmp_path):
+    r = _run("--data", cifar_test_shard, "--k", 2, "--features", "timm:vit_tiny_patch16_224:random",
+             "--limit", 40, "--out", tmp_path)
+    assert r.exit_code == 0, r.output
+    _, meta = load_centroids(tmp_path / "centroids.safetensors")
+    assert meta["feature_extractor"] == "timm:vit_tiny_patch16_224:random" and meta["feature_dim"] == "192"
