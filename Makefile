@@ -7,8 +7,11 @@ KUBO_VERSION ?= v0.42.0
 KUBO_CACHE ?= $(HOME)/.cache/hddm-p2p/kubo
 KUBO_BIN := $(KUBO_CACHE)/ipfs-$(KUBO_VERSION)
 export HDDM_KUBO_BIN ?= $(KUBO_BIN)
+CLUSTER_VERSION ?= v1.1.0
+CLUSTER_DIR ?= $(HOME)/.cache/hddm-p2p/cluster-$(CLUSTER_VERSION)
+export HDDM_CLUSTER_BIN_DIR ?= $(CLUSTER_DIR)
 
-.PHONY: demo test venv kubo clean
+.PHONY: demo test venv kubo cluster clean
 
 venv: $(VENV)/.installed
 
@@ -23,10 +26,15 @@ kubo: $(KUBO_BIN)
 $(KUBO_BIN):
 	KUBO_VERSION=$(KUBO_VERSION) KUBO_CACHE=$(KUBO_CACHE) bash scripts/install_kubo.sh
 
+cluster: $(CLUSTER_DIR)/.no-natportmap
+
+$(CLUSTER_DIR)/.no-natportmap:
+	CLUSTER_VERSION=$(CLUSTER_VERSION) CLUSTER_DIR=$(CLUSTER_DIR) bash scripts/install_ipfs_cluster.sh
+
 demo: venv
 	OMP_NUM_THREADS=2 $(VENV)/bin/hddm demo --out demo-out
 
-test: venv kubo
+test: venv kubo cluster
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 clean:

@@ -59,3 +59,11 @@ class KeyStoreError(HddmError):
 
 class CidError(HddmError, ValueError):
     """A string is not a valid CID, or names content of an unsupported kind."""
+
+
+class ReplicationError(StoreError):
+    """Content could not be pinned on enough peers (IPFS Cluster or a remote pinning service)."""
+
+
+class DistributedError(HddmError):
+    """A multi-process (torchrun) job failed: a rank died, or the ranks disagree."""
