@@ -81,13 +81,20 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _int_or_float(text: str) -> int | float:
+    # RFC 8785 writes a float such as 1e16 as "10000000000000000"; beyond 2^53 such digits can only have come
+    # from a float (larger integers cannot be canonicalised, so they were never signed), so read them back as one.
+    value = int(text)
+    return value if abs(value) < 2**53 else float(value)
+
+
 def parse_json(data: bytes) -> dict[str, Any]:
     """Parse a JSON object, refusing duplicate keys, NaN/Infinity and non-objects."""
     def _bad_constant(name: str):
         raise ManifestError(f"JSON constant {name} is not allowed in a manifest")
 
     try:
-        doc = json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_bad_constant)
+        doc = json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_bad_constant, parse_int=_int_or_float)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ManifestError(f"not a JSON document: {e}") from None
     if not isinstance(doc, dict):

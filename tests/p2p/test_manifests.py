@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hddm_p2p.errors import ManifestError, SignatureError
@@ -157,3 +157,28 @@ def test_lock_example_pins_the_expert_example():
     assert isinstance(lock, EnsembleLock) and lock.members[0].manifest_cid == cid_of_bytes(canonical_json(json.loads(expert)))
     with pytest.raises(ManifestError, match="needs manifest_cid"):
         validate({**lock.to_doc(), "router": {"kind": "cid", "params": {}}})
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.binary(min_size=32, max_size=32))
+def test_did_and_ipns_round_trip_for_any_key(seed):
+    from hddm_p2p.p2p.signing import ipns_name, public_bytes, public_key_from_did
+
+    key = Ed25519PrivateKey.from_private_bytes(seed)
+    did = did_from_key(key)
+    assert did_from_key(public_key_from_did(did)) == did and public_bytes(public_key_from_did(did)) == public_bytes(key)
+    assert ipns_name(did) == ipns_name(key) and ipns_name(did).startswith("k51qzi5uqu5d")
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-2**53 + 1, 2**53 - 1) | st.text(max_size=8)
+                           | st.floats(allow_nan=False, allow_infinity=False),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+                           max_leaves=12)
+
+
+@settings(max_examples=60, deadline=None)
+@example(doc={"": 9007199254740992.0})  # 2^53 as a float: canonical "9007199254740992" must read back as a float
+@given(doc=st.dictionaries(st.text(max_size=6), json_values, max_size=5))
+def test_canonical_json_is_a_fixed_point(doc):
+    once = canonical_json(doc)
+    assert canonical_json(parse_json(once)) == once  # what verify re-canonicalises is what was signed
