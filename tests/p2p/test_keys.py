@@ -83,3 +83,7 @@ def test_kubo_imports_the_key_under_the_same_ipns_name(hddm_home, tmp_path):
     printed = run("key", "import", "--format=pem-pkcs8-cleartext", "alice", str(pem_file)).stdout.strip()
     listed = dict(line.split()[::-1] for line in run("key", "list", "-l", "--ipns-base=base36").stdout.splitlines())
     assert printed == info.ipns == ipns_name(info.did) == listed["alice"]
+    # and the other way: a key Kubo generated and exported (libp2p protobuf) becomes the same identity here
+    kubo_id = run("key", "gen", "--type=ed25519", "--ipns-base=base36", "bob").stdout.strip()
+    run("key", "export", "bob", "-o", str(tmp_path / "bob.key"))
+    assert ks.import_key((tmp_path / "bob.key").read_bytes(), "bob").ipns == kubo_id
