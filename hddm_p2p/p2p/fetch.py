@@ -38,6 +38,26 @@ def verify_bytes(data: bytes, trust: TrustStore, *, cid: str | None = None, allo
     return actual, m
 
 
+class _WeightsGate:
+    """Store proxy whose ``download`` checks a weights file while it is still the cache's partial download,
+    so a pickle or malformed header never becomes visible in ``blobs/`` (``Cache.fetch`` renames only after)."""
+
+    def __init__(self, store: Store):
+        self._store = store
+
+    def download(self, cid: str, dest: Path, **kw):
+        digest = self._store.download(cid, dest, **kw)
+        try:
+            check_weights(dest)
+        except BaseException:
+            Path(dest).unlink(missing_ok=True)
+            raise
+        return digest
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+
 def fetch_artifacts(store: Store, m: Published, cache: Cache, *, progress: bool = True) -> dict[str, Path]:
     """Download and verify every artifact of ``m``; on any failure, remove what this call added."""
     paths: dict[str, Path] = {}
@@ -45,11 +65,13 @@ def fetch_artifacts(store: Store, m: Published, cache: Cache, *, progress: bool 
     try:
         for a in m.artifacts:
             existed = cache.path_for(a.cid, a.name).exists()
-            path = cache.fetch(store, a.cid, sha256=a.sha256, size=a.size, name=a.name, progress=progress)
+            weights = a.media_type == SAFETENSORS_MEDIA_TYPE
+            path = cache.fetch(_WeightsGate(store) if weights else store, a.cid, sha256=a.sha256, size=a.size,
+                               name=a.name, progress=progress)
             if not existed:
                 added.append(path)
-            if a.media_type == SAFETENSORS_MEDIA_TYPE:
-                check_weights(path)
+            if weights:
+                check_weights(path)  # also covers a copy that was already cached
             paths[a.name] = path
     except BaseException:
         for path in added:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -211,7 +212,7 @@ def _overlapping_safetensors() -> bytes:
 
 
 @pytest.mark.parametrize("payload", ["pickle", "oversized-header", "overlapping"])
-def test_non_safetensors_weights_are_refused_at_fetch(home, store, published, tmp_path, payload):
+def test_non_safetensors_weights_are_refused_at_fetch(home, store, published, tmp_path, payload, monkeypatch):
     import hashlib
     import struct
 
@@ -225,8 +226,17 @@ def test_non_safetensors_weights_are_refused_at_fetch(home, store, published, tm
     cid = _resigned(store, published.manifest, KeyStore().load("alice"), version=2,
                     artifacts=[evil, published.manifest.artifacts[1].to_doc()])
     before = (home / "trust.json").read_text()
+    seen_in_blobs = []
+    real_replace = os.replace
+
+    def spy(src, dst, *a, **kw):  # record every file the cache makes visible
+        seen_in_blobs.append(str(dst))
+        return real_replace(src, dst, *a, **kw)
+
+    monkeypatch.setattr(os, "replace", spy)
     with pytest.raises(IntegrityError, match="safetensors"):
         fetch_manifest(store, cid, progress=False)
+    assert not [p for p in seen_in_blobs if "/cache/blobs/" in p]  # never visible, not even briefly
     _untouched(home, before)
 
 
