@@ -18,12 +18,11 @@ import binascii
 import json
 from typing import Any
 
-import base58
 import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from multiformats import CID, multihash
+from multiformats import CID, multibase, multihash
 
 from hddm_p2p.errors import ManifestError, SignatureError
 
@@ -41,7 +40,7 @@ def public_bytes(key: Ed25519PublicKey | Ed25519PrivateKey) -> bytes:
 
 def did_from_key(key: Ed25519PublicKey | Ed25519PrivateKey) -> str:
     """``did:key:z6Mk...`` for an Ed25519 key. Round trip: ``public_key_from_did(did_from_key(k))`` == k."""
-    return DID_PREFIX + base58.b58encode(_ED25519_PUB + public_bytes(key)).decode("ascii")
+    return "did:key:" + multibase.encode(_ED25519_PUB + public_bytes(key), "base58btc")  # 'z' + base58btc
 
 
 def public_key_from_did(did: str) -> Ed25519PublicKey:
@@ -49,8 +48,8 @@ def public_key_from_did(did: str) -> Ed25519PublicKey:
     if not isinstance(did, str) or not did.startswith(DID_PREFIX):
         raise SignatureError(f"publisher {did!r} is not a did:key (expected did:key:z6Mk...)")
     try:
-        raw = base58.b58decode(did[len(DID_PREFIX):])
-    except ValueError:
+        raw = multibase.decode(did[len("did:key:"):])
+    except (ValueError, KeyError):
         raise SignatureError(f"publisher {did!r} is not valid base58btc") from None
     if len(raw) != 34 or raw[:2] != _ED25519_PUB:
         raise SignatureError(f"publisher {did!r} is not an Ed25519 did:key (expected 34 bytes starting 0xed01)")
