@@ -15,8 +15,10 @@ import copy
 import json
 import math
 import os
+import signal
+import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -26,6 +28,7 @@ from torch import nn
 
 from hddm_p2p.errors import NumericalError, SpecError
 from hddm_p2p.train.data import Batch
+from hddm_p2p.train.distributed import Dist
 from hddm_p2p.train.objectives import ObjectiveConfig, diffusion_loss
 
 Tensor = torch.Tensor
@@ -81,6 +84,31 @@ class EMA:
         self.module.load_state_dict(state)
 
 
+class _Stop:
+    requested = False
+
+
+@contextmanager
+def deferred_sigint():
+    """Turn the first Ctrl-C into a flag checked between steps (a step is never cut in half, so the
+    checkpoint written on interrupt is consistent); a second Ctrl-C interrupts at once."""
+    stop = _Stop()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        stop.requested = True
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def warmup_lambda(warmup: int) -> Callable[[int], float]:
     return lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
 
@@ -106,7 +134,7 @@ class Trainer:
     the batch's condition (None, labels or text tokens) on the device."""
 
     def __init__(self, model: nn.Module, source, obj: ObjectiveConfig, cfg: TrainConfig, out: Path,
-                 cond_fn: Callable[[Batch], object] = lambda batch: None):
+                 cond_fn: Callable[[Batch], object] = lambda batch: None, dist: Dist = Dist()):
         self.device = torch.device(cfg.device)
         self.model, self.source, self.obj, self.cfg, self.out = model.to(self.device), source, obj, cfg, Path(out)
         self.cond_fn = cond_fn
@@ -114,7 +142,9 @@ class Trainer:
         self.opt, self.sched = make_optimizer(self.model, cfg, self.device)
         self.gen = torch.Generator(self.device).manual_seed(cfg.seed)
         self.step, self.wall = 0, 0.0
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.dist = dist  # under torchrun: DDP, rank 0 writes (hddm_p2p.train.distributed)
+        self.forward = self.dist.wrap(self.model)
+        self.forward = torch.compile(self.forward) if cfg.compile else self.forward
 
     # -- checkpoints -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -156,7 +186,7 @@ class Trainer:
         x0 = batch.model_input(self.device)
         cond = self.cond_fn(batch)
         with self.cfg.autocast(self.device):
-            loss = diffusion_loss(self.forward, x0, cond, self.obj, self.gen)
+            loss = diffusion_loss(self.forward, x0, cond, self.obj, self.gen, part=self.dist.part(x0.shape[0]))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip > 0:
@@ -172,11 +202,11 @@ class Trainer:
         self.model.train()
         window, last_loss, t0, n0 = [], float("nan"), time.perf_counter(), self.step
         wall0 = self.wall
-        try:
+        with deferred_sigint() as stop, self.dist.guard():
             while self.step < self.cfg.steps:
                 window.append(self.train_step())
                 if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
-                    last_loss = torch.stack(window).mean().item()  # the one host sync per log interval
+                    last_loss = self.dist.mean(torch.stack(window).mean()).item()  # one host sync per interval
                     window = []
                     if not math.isfinite(last_loss):
                         raise NumericalError(f"loss became {last_loss} at step {self.step}; lower --lr")
@@ -187,19 +217,23 @@ class Trainer:
                         progress(self.step, last_loss, rate)
                 elif progress:
                     progress(self.step, None, None)
+                if stop.requested:  # Ctrl-C: checkpoint the completed step, then stop like an interrupt
+                    self._checkpoint(wall0 + time.perf_counter() - t0)
+                    raise KeyboardInterrupt
                 if self.step % self.cfg.ckpt_every == 0 and self.step < self.cfg.steps:
                     self._checkpoint(wall0 + time.perf_counter() - t0)
-        except KeyboardInterrupt:
-            self._checkpoint(wall0 + time.perf_counter() - t0)
-            raise
         self._checkpoint(wall0 + time.perf_counter() - t0)
         return TrainResult(self.step, last_loss, self.step * self.cfg.batch_size, self.wall, self.source.skipped)
 
     def _checkpoint(self, wall: float) -> None:
         self.wall = wall  # training seconds over all sessions of this run
-        self.save_checkpoint()
+        if self.dist.main:
+            self.save_checkpoint()
+        self.dist.barrier()
 
     def _log(self, row: dict) -> None:
+        if not self.dist.main:
+            return
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")

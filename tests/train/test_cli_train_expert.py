@@ -98,3 +98,43 @@ def test_bad_input_fails_before_training(tmp_path, cifar_shard, args, needle):
 def test_existing_checkpoint_needs_resume(expert_dir, cifar_shard):
     res = _run("--data", cifar_shard, "--steps", "4", "--out", expert_dir)
     assert res.exit_code == 1 and "--resume" in res.output
+
+
+def test_text_conditioned_expert_records_its_encoder(tmp_path, cifar_shard):
+    out = tmp_path / "text"
+    res = _run("--data", cifar_shard, "--condition", "text", "--text-encoder", "bytes-16", "--steps", "2",
+               "--out", out, "--objective", "v", "--schedule", "vp-cosine")
+    assert res.exit_code == 0, res.output
+    desc = json.loads((out / "expert.json").read_text())
+    assert desc["conditioning"] == {"kind": "text", "num_classes": None, "class_names": None,
+                                    "text_encoder": {"id": "bytes-16", "width": 16, "max_tokens": 32}}
+    model, spec, _ = load_expert(out)
+    from hddm_p2p.train.text import get_text_encoder
+
+    cond = get_text_encoder("bytes-16", 32)(["a photo of a cat", "a photo of a ship"])
+    assert model(torch.randn(2, 3, 32, 32), torch.tensor([10.0, 900.0]), cond).shape == (2, 3, 32, 32)
+
+
+def test_streaming_run_then_ctrl_c_then_resume(tmp_path, cifar_shard):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "stream"
+    code = "import hddm_p2p.cli.train_expert; from hddm_p2p.cli.root import app; app(prog_name='hddm')"
+    args = [*BASE, "--data", str(cifar_shard), "--stream", "--steps", "100000", "--out", str(out), "--log-every", "1",
+            "--ckpt-every", "1000"]
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] >= 1 and state["data"]["offset"] == 8 * state["step"]
+    res = _run("--data", cifar_shard, "--stream", "--steps", state["step"] + 1, "--out", out, "--resume")
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "expert.json").read_text())["training"]["steps"] == state["step"] + 1

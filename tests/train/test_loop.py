@@ -42,19 +42,25 @@ def test_resume_after_kill_equals_uninterrupted_run(cifar_small, tmp_path):
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
-def test_ctrl_c_writes_a_resumable_checkpoint(cifar_small, tmp_path):
+def test_ctrl_c_mid_step_finishes_the_step_and_writes_a_consistent_checkpoint(cifar_small, tmp_path):
+    import os
+    import signal
+
     trainer = _trainer(cifar_small, tmp_path, steps=50)
     calls = []
 
-    def interrupt(step, loss, rate):
-        calls.append(step)
-        if step == 2:
-            raise KeyboardInterrupt
+    def cond_fn(batch):  # runs inside a step, after the batch was drawn and before the loss
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return batch.labels
 
+    trainer.cond_fn = cond_fn
     with pytest.raises(KeyboardInterrupt):
-        trainer.run(interrupt)
+        trainer.run()
     state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
-    assert state["step"] == 2 and state["data"] == {"epoch": 0, "offset": 16}
+    assert state["step"] == 3 and state["data"] == {"epoch": 0, "offset": 24}
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
 
 
 def test_different_seeds_differ_same_seed_repeats(cifar_small, tmp_path):
