@@ -1,9 +1,9 @@
 """Restrict training to one cluster of the clustering step's output.
 
 Agreed layout (``hddm data cluster``): ``DIR/assignments.json`` maps sample key → cluster id (a CSV of
-``key,cluster`` rows is accepted too); ``DIR/centroids.safetensors`` holds ``centroids`` (K, D) with metadata
-``{"feature_extractor": id, "feature_dim": D}``. The expert's ``cluster`` description records the id,
-extractor, centroid, size and the sha256 of the assignments file.
+``key,cluster`` rows is accepted too); ``DIR/centroids.safetensors`` (required: the manifest carries the
+centroid) holds ``centroids`` (K, D) with metadata ``{"feature_extractor": id, "feature_dim": D}``. The
+expert's ``cluster`` description records the id, extractor, centroid, size and the assignments' sha256.
 """
 
 from __future__ import annotations
@@ -39,11 +39,12 @@ def read_cluster(assignments: Path, cluster_id: int) -> tuple[frozenset[str], di
     if not keys:
         found = sorted(set(table.values()))
         raise DataError(f"cluster {cluster_id} has no samples in {assignments}; ids present: {found[:20]}")
-    desc = {"id": cluster_id, "feature_extractor": None, "feature_dim": None, "centroid": None, "size": len(keys),
-            "assignments_sha256": hashlib.sha256(assignments.read_bytes()).hexdigest()}
     centroids = assignments.parent / "centroids.safetensors"
-    if centroids.exists():
-        desc.update(_centroid(centroids, cluster_id))
+    if not centroids.exists():
+        raise DataError(f"{centroids} is missing; the expert's cluster description needs the centroid "
+                        "(keep assignments.json beside the clustering output's centroids.safetensors)")
+    desc = {"id": cluster_id, **_centroid(centroids, cluster_id), "size": len(keys),
+            "assignments_sha256": hashlib.sha256(assignments.read_bytes()).hexdigest()}
     return keys, desc
 
 
@@ -54,5 +55,7 @@ def _centroid(path: Path, cluster_id: int) -> dict:
         meta, c = f.metadata() or {}, f.get_tensor("centroids")
     if not 0 <= cluster_id < c.shape[0]:
         raise DataError(f"cluster {cluster_id} is out of range for {path} ({c.shape[0]} centroids)")
-    return {"feature_extractor": meta.get("feature_extractor"), "feature_dim": int(meta.get("feature_dim", c.shape[1])),
+    if not meta.get("feature_extractor"):
+        raise DataError(f"{path} has no feature_extractor metadata; re-run the clustering step")
+    return {"feature_extractor": meta["feature_extractor"], "feature_dim": int(meta.get("feature_dim", c.shape[1])),
             "centroid": [float(v) for v in c[cluster_id].float()]}

@@ -6,8 +6,7 @@ all checked before the first training step, so a typo fails in seconds with a on
 
 from __future__ import annotations
 
-import glob
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -16,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from hddm_p2p.errors import DataError, SpecError
 from hddm_p2p.models.dit import DiT, DiTConfig, get_preset
 from hddm_p2p.train.data import Batch, Filter, InMemoryData, MemorySource, load_in_memory, resolve_source
+from hddm_p2p.train.distributed import Dist, device_for, init_distributed, shutdown
 from hddm_p2p.train.expert_dir import conditioning, data_space, describe, write_expert_dir
 from hddm_p2p.train.loop import CHECKPOINT, TrainConfig, Trainer
 from hddm_p2p.train.objectives import ObjectiveConfig
@@ -143,8 +143,30 @@ def _source(job: ExpertJob, flt: Filter, console, show_progress: bool):
     return MemorySource(data, job.train.batch_size, job.train.seed), data
 
 
+def _run_info(job: ExpertJob, obj: ObjectiveConfig, data: InMemoryData) -> dict:
+    """Step-0 row of metrics.jsonl: settings that expert.json's fixed ``training`` block has no field for."""
+    return {"step": 0, "event": "start", "arch": job.arch, "adaln": job.adaln, "lr": job.train.lr,
+            "warmup_steps": job.train.warmup_steps, "ema_decay": job.train.ema_decay, "grad_clip": job.train.grad_clip,
+            "time_sampling": obj.time_sampling, "cond_dropout": obj.cond_dropout, "precision": job.train.precision,
+            "compile": job.train.compile, "stream": job.stream, "samples": None if job.stream else len(data),
+            "skipped_samples": data.skipped, "init_from": str(job.init_from) if job.init_from else None,
+            "labels": list(job.labels) if job.labels else None, "cluster_id": job.cluster_id}
+
+
 def train_expert(job: ExpertJob, console=None, show_progress: bool = True) -> Path:
-    """Train one expert and write its directory (``model.safetensors``, ``expert.json``, ``metrics.jsonl``)."""
+    """Train one expert and write its directory (``model.safetensors``, ``expert.json``, ``metrics.jsonl``).
+
+    Under ``torchrun`` every process runs this; they train one model with DDP (``hddm_p2p.train.distributed``)."""
+    d = init_distributed(job.train.device)
+    try:
+        if d.enabled:
+            job = replace(job, train=replace(job.train, device=device_for(job.train.device, d.local_rank)))
+        return _train_expert(job, console, show_progress and d.main, d)
+    finally:
+        shutdown(d)
+
+
+def _train_expert(job: ExpertJob, console, show_progress: bool, d: Dist) -> Path:
     _, flt, cluster = _check_job(job)
     source, data = _source(job, flt, console, show_progress)
     encoder = None
@@ -155,9 +177,9 @@ def train_expert(job: ExpertJob, console=None, show_progress: bool = True) -> Pa
     cfg = _model_config(job, data, encoder.width if encoder else 0)
     model, obj = _build(job, cfg)
     cfg = model.config
-    trainer = Trainer(model, source, obj, job.train, job.out, _cond_fn(job, encoder, job.train.device))
-    if job.resume:
-        trainer.load_checkpoint()
+    trainer = Trainer(model, source, obj, job.train, job.out, _cond_fn(job, encoder, job.train.device), dist=d)
+    if not (job.resume and trainer.load_checkpoint()):
+        trainer.log_run_info(_run_info(job, obj, data))
     with _progress(console) as bar:
         task = bar.add_task("train", total=job.train.steps, completed=trainer.step, info="", visible=show_progress)
 
@@ -165,20 +187,18 @@ def train_expert(job: ExpertJob, console=None, show_progress: bool = True) -> Pa
             info = {} if loss is None else {"info": f"loss {loss:.4f} · {rate:.1f} img/s"}
             bar.update(task, completed=step, **info)
         result = trainer.run(tick)
-    return _write(job, cfg, obj, data, trainer, result, cluster, encoder)
+    if d.main:
+        _write(job, cfg, obj, data, trainer, result, cluster, encoder)
+    d.barrier()
+    return Path(job.out)
 
 
 def _write(job, cfg, obj, data, trainer, result, cluster, encoder) -> Path:
     space = data_space(job.space, cfg.input_size, cfg.in_channels, data.meta.get("vae"))
     cond = conditioning(cfg, data.meta.get("class_names"), encoder.description if encoder else None)
     name = job.name or f"{Path(job.out).name}"
-    files = sorted(glob.glob(job.data)) if any(c in job.data for c in "*?[") else [job.data]
     training = {"steps": result.step, "batch_size": job.train.batch_size, "seed": job.train.seed,
                 "final_loss": result.final_loss, "images_seen": result.images_seen,
-                "wall_time_s": round(result.wall_time_s, 3), "device": job.train.device, "dataset": job.data,
-                "dataset_files": len(files), "samples": None if job.stream else len(data),
-                "skipped_samples": result.skipped,
-                "lr": job.train.lr, "ema_decay": job.train.ema_decay, "time_sampling": obj.time_sampling,
-                "init_from": Path(job.init_from).name if job.init_from else None, **job.extra}
+                "wall_time_s": round(result.wall_time_s, 3), "device": job.train.device, "dataset": job.data}
     desc = describe(name, obj, cfg, space, cond, cluster, training)
     return write_expert_dir(Path(job.out), trainer.ema.state_dict(), cfg, desc)

@@ -231,6 +231,11 @@ class Trainer:
             self.save_checkpoint()
         self.dist.barrier()
 
+    def log_run_info(self, row: dict) -> None:
+        """Start a fresh metrics log with one row describing the run."""
+        (self.out / "metrics.jsonl").unlink(missing_ok=True)
+        self._log(row)
+
     def _log(self, row: dict) -> None:
         if not self.dist.main:
             return

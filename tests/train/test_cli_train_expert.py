@@ -48,7 +48,17 @@ def test_writes_a_valid_expert_dir(expert_dir):
     assert meta["hddm.format"] == "hddm-expert/1"
     assert json.loads(meta["hddm.arch"]) == desc["architecture"]["config"]
     rows = [json.loads(line) for line in (expert_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [2, 4] and all("loss" in r and "images_per_s" in r for r in rows)
+    assert rows[0]["event"] == "start" and rows[0]["arch"] == "tiny" and rows[0]["samples"] == 48
+    assert [r["step"] for r in rows] == [0, 2, 4] and all("loss" in r and "images_per_s" in r for r in rows[1:])
+
+
+def test_expert_json_is_a_valid_manifest_description(expert_dir):
+    """The publisher's strict pydantic model (extra fields forbidden) accepts what training wrote."""
+    from hddm_p2p.p2p.manifests.expert import ExpertDescription
+
+    desc = json.loads((expert_dir / "expert.json").read_text())
+    desc.pop("kind")
+    ExpertDescription.model_validate_json(json.dumps(desc))
 
 
 def test_load_expert_and_sample_with_the_ensemble(expert_dir):
@@ -79,6 +89,13 @@ def test_cluster_restriction_fills_the_cluster_block(tmp_path, cifar_shard, cifa
     cluster = json.loads((out / "expert.json").read_text())["cluster"]
     assert cluster["id"] == 1 and cluster["size"] == 32 and cluster["feature_extractor"] == "pixels-8x8"
     assert cluster["centroid"] == [3.0, 4.0, 5.0] and len(cluster["assignments_sha256"]) == 64
+    from hddm_p2p.p2p.manifests.expert import Cluster
+
+    Cluster.model_validate_json(json.dumps(cluster))
+    (clusters / "centroids.safetensors").unlink()
+    res = _run("--data", cifar_shard, "--steps", "1", "--out", tmp_path / "c2", "--assignments",
+               clusters / "assignments.json", "--cluster", "1")
+    assert res.exit_code == 1 and "centroids.safetensors is missing" in res.output
 
 
 @pytest.mark.parametrize("args,needle", [
