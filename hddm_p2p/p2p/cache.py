@@ -58,6 +58,9 @@ class Cache:
                     self.verify(final, sha256, size=size)
                     return final
                 except IntegrityError:
+                    if hash_file(final).cid == cid:  # intact copy: the manifest's sha256/size is what is wrong
+                        raise IntegrityError(f"{name} ({cid}): the manifest declares sha256 {sha256} / {size} bytes, "
+                                             "which is not this CID's content; refusing it (the cached copy is kept)") from None
                     final.unlink()  # a cached copy changed on disk: fetch it again
             partial = self.root / "partial" / cid
             digest = store.download(cid, partial, size=size, progress=progress)  # CID checked inside
