@@ -59,7 +59,12 @@ def load_expert(path: str | Path, device: str | torch.device = "cpu", dtype: tor
         if not p.exists():
             raise ManifestError(f"{p} is missing; is {path} an expert directory written by `hddm train expert`?")
     desc = json.loads(desc_path.read_text())
-    cfg = read_arch(weights)
+    return load_weights(weights, device, dtype), spec_from_description(desc), desc
+
+
+def load_weights(weights: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> DiT:
+    """The DiT stored in one ``model.safetensors`` (architecture from its metadata), in eval mode, no grad."""
+    cfg = read_arch(Path(weights))
     with torch.device("meta"):
         model = DiT(cfg)
     state = load_file(str(weights), device=str(device))
@@ -67,4 +72,4 @@ def load_expert(path: str | Path, device: str | torch.device = "cpu", dtype: tor
     if dtype is not None:
         state = {k: v.to(dtype) for k, v in state.items()}
     model.load_state_dict(state, assign=True)
-    return model.eval().requires_grad_(False), spec_from_description(desc), desc
+    return model.eval().requires_grad_(False)

@@ -175,26 +175,33 @@ class Reordered:
 
 def load_router(path: str | Path, device: str = "cpu") -> tuple[LoadedRouter, dict]:
     """``(callable(x_t, t) -> logits (B, K), router.json description)`` from a router directory."""
-    from safetensors import safe_open
-
     d = Path(path)
     if not (d / DESCRIPTION).exists() or not (d / WEIGHTS).exists():
         raise ManifestError(f"{d} is not a router directory (needs {WEIGHTS} and {DESCRIPTION})")
     description = json.loads((d / DESCRIPTION).read_text())
-    with safe_open(str(d / WEIGHTS), "pt", device=device) as f:
+    return load_router_weights(d / WEIGHTS, description.get("experts", []), device, d, DESCRIPTION), description
+
+
+def load_router_weights(weights: str | Path, experts: list[str], device: str = "cpu", where: str | Path | None = None,
+                        described_by: str = "its manifest") -> LoadedRouter:
+    """A router from its ``model.safetensors`` alone; ``experts`` names its logits columns (router.json or
+    a router manifest)."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights), "pt", device=device) as f:
         meta = f.metadata() or {}
         if meta.get("hddm.format") != FORMAT:
-            raise ManifestError(f"{d / WEIGHTS} is not an {FORMAT} file (format {meta.get('hddm.format')!r})")
+            raise ManifestError(f"{weights} is not an {FORMAT} file (format {meta.get('hddm.format')!r})")
         state = {k: f.get_tensor(k) for k in f.keys()}
     model = Router(RouterConfig.from_dict(json.loads(meta["hddm.arch"])))
-    if model.config.num_experts != len(description.get("experts", [])):
-        raise CompatibilityError(f"{d}: router has {model.config.num_experts} outputs but router.json lists "
-                                 f"{len(description.get('experts', []))} experts")
+    if model.config.num_experts != len(experts):
+        raise CompatibilityError(f"{where or weights}: router has {model.config.num_experts} outputs but "
+                                 f"{described_by} lists {len(experts)} experts")
     model.load_state_dict(state, strict=False)  # pos_embed is a fixed buffer, not stored
     missing = set(model.state_dict()) - set(state) - {"pos_embed"}
     if missing:
-        raise ManifestError(f"{d / WEIGHTS} lacks weights: {', '.join(sorted(missing)[:3])}")
-    return LoadedRouter(model.to(device), description["experts"]), description
+        raise ManifestError(f"{weights} lacks weights: {', '.join(sorted(missing)[:3])}")
+    return LoadedRouter(model.to(device), experts)
 
 
 def make_router(spec: str, expert_ids: list[str], labels: Tensor | None = None, device: str = "cpu"):
