@@ -65,7 +65,8 @@ def fetch_artifacts(store: Store, m: Published, cache: Cache, *, progress: bool 
     try:
         for a in m.artifacts:
             existed = cache.path_for(a.cid, a.name).exists()
-            weights = a.media_type == SAFETENSORS_MEDIA_TYPE
+            # by name too: a manifest that labels model.safetensors with another media type must not skip the gate
+            weights = a.media_type == SAFETENSORS_MEDIA_TYPE or a.name.endswith(".safetensors")
             path = cache.fetch(_WeightsGate(store) if weights else store, a.cid, sha256=a.sha256, size=a.size,
                                name=a.name, progress=progress)
             if not existed:
