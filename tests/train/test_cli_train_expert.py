@@ -144,12 +144,14 @@ def test_streaming_run_then_ctrl_c_then_resume(tmp_path, cifar_shard):
             "--ckpt-every", "1000"]
     proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    deadline = time.time() + 120
-    while not (out / "metrics.jsonl").exists() and time.time() < deadline and proc.poll() is None:
+    deadline, metrics = time.time() + 180, out / "metrics.jsonl"
+    while time.time() < deadline and proc.poll() is None:  # wait for the first training step's row
+        if metrics.exists() and '"loss"' in metrics.read_text():
+            break
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] >= 1 and state["data"]["offset"] == 8 * state["step"]
     res = _run("--data", cifar_shard, "--stream", "--steps", state["step"] + 1, "--out", out, "--resume")
