@@ -1,6 +1,7 @@
 """Training throughput of DiT experts: images/s and model-FLOPs utilisation, beside an fp32 eager baseline.
 
     python benchmarks/train_throughput.py --arch DiT-B/2 --arch DiT-XL/2 --batch 256 --steps 50 --compile --dtype bf16
+    python benchmarks/train_throughput.py --arch DiT-B/2 --batch 256 --ladder     # one row per optimisation step
 
 Each configuration times full training steps (the project's loss, backward, grad clipping, fused AdamW,
 EMA) on random 32×32×4 latents after ``--warmup`` untimed steps, with ``torch.cuda.synchronize()`` only
@@ -8,12 +9,21 @@ around the timed loop (no host syncs inside it). The baseline runs the same mode
 plain fp32, eager, TF32 off. MFU = (analytic training FLOPs per image × images/s) / dense bf16 peak,
 FLOPs from ``hddm_p2p.models.flops`` (2 per multiply-add, backward = 2× forward). Out-of-memory at a
 batch size is reported, not fatal.
+
+``--ladder`` adds the optimisations one at a time (each row keeps the ones above it): fp32 eager with
+TF32 off → TF32 matmuls → bf16 autocast with a for-each (unfused) AdamW → fused AdamW →
+``torch.compile`` of each DiT block (regional compilation: one compiled block reused by all N, so the
+compile takes seconds, not minutes) → the same with ``mode="max-autotune-no-cudagraphs"`` (Triton GEMM
+templates with element-wise epilogues — GELU, gate·y + residual — fused into the matmul) → the whole
+model compiled with that mode. ``--variants`` picks a subset by name (see ``LADDER``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -34,21 +44,60 @@ def peak_tflops(device: torch.device) -> float | None:
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One training configuration; ``compile`` is None (eager), "blocks" (regional) or "model"."""
+
+    name: str
+    dtype: str = "bf16"            # "fp32" | "tf32" | "bf16" (autocast)
+    fused_adam: bool = True
+    compile: str | None = None
+    mode: str | None = None        # torch.compile mode
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+
+LADDER: dict[str, Variant] = {v.name: v for v in [
+    Variant("fp32 eager", "fp32", fused_adam=False),
+    Variant("tf32 eager", "tf32", fused_adam=False),
+    Variant("bf16 eager", "bf16", fused_adam=False),
+    Variant("+fused adamw", "bf16"),
+    Variant("+compile blocks", "bf16", compile="blocks"),
+    Variant("+autotune blocks", "bf16", compile="blocks", mode="max-autotune-no-cudagraphs"),
+    Variant("+autotune model", "bf16", compile="model", mode="max-autotune-no-cudagraphs"),
+]}
+
+
+def _compiled(model: torch.nn.Module, v: Variant):
+    """The callable to train: the model, the model with each block compiled in place, or compiled whole."""
+    if v.compile == "blocks":
+        for block in model.blocks:
+            block.compile(mode=v.mode)
+        return model
+    if v.compile == "model":
+        return torch.compile(model, mode=v.mode)
+    return model
+
+
 def time_training(arch: str, batch: int, steps: int, warmup: int, device: torch.device, dtype: str,
-                  compile: bool) -> dict:
-    """Seconds per step and images/s of ``steps`` timed training steps."""
-    torch.backends.cuda.matmul.allow_tf32 = dtype != "fp32"
-    torch.backends.cudnn.allow_tf32 = dtype != "fp32"
+                  compile: bool, variant: Variant | None = None) -> dict:
+    """Seconds per step and images/s of ``steps`` timed training steps (``variant`` overrides dtype/compile)."""
+    v = variant or Variant(f"{dtype}{' compiled' if compile else ' eager'}", dtype, device.type == "cuda",
+                           "model" if compile else None)
+    torch.backends.cuda.matmul.allow_tf32 = v.dtype != "fp32"
+    torch.backends.cudnn.allow_tf32 = v.dtype != "fp32"
     torch.manual_seed(0)
     cfg = get_preset(arch, input_size=32, in_channels=4)
     model = build_dit(cfg).to(device)
-    fwd = torch.compile(model) if compile else model
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    fwd = _compiled(model, v)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=v.fused_adam, foreach=not v.fused_adam)
     ema = EMA(model, 0.9999)
     obj = ObjectiveConfig("fm", "flow-linear")
     gen = torch.Generator(device).manual_seed(0)
     x0 = torch.randn(batch, 4, 32, 32, device=device)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=v.dtype == "bf16")
 
     def step(i: int):
         with amp:
@@ -59,16 +108,21 @@ def time_training(arch: str, batch: int, steps: int, warmup: int, device: torch.
         opt.step()
         ema.update(model, i)
 
+    t0 = time.perf_counter()
     for i in range(warmup):
         step(i)
     _sync(device)
+    warm_s = time.perf_counter() - t0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     for i in range(steps):
         step(warmup + i)
     _sync(device)
     dt = time.perf_counter() - t0
-    return {"arch": arch, "mode": f"{dtype}{' compiled' if compile else ' eager'}", "batch": batch,
-            "s_per_step": dt / steps, "images_per_s": batch * steps / dt, "train_flops": dit_flops(cfg, training=True)}
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    return {"arch": arch, "mode": v.label, "batch": batch, "s_per_step": dt / steps, "images_per_s": batch * steps / dt,
+            "train_flops": dit_flops(cfg, training=True), "warmup_s": warm_s, "peak_gib": peak}
 
 
 def _sync(device: torch.device) -> None:
@@ -76,27 +130,33 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_one(arch, batch, steps, warmup, device, dtype, compile) -> dict:
+def run_one(arch, batch, steps, warmup, device, dtype, compile, variant: Variant | None = None) -> dict:
     try:
-        return time_training(arch, batch, steps, warmup, device, dtype, compile)
+        return time_training(arch, batch, steps, warmup, device, dtype, compile, variant)
     except torch.cuda.OutOfMemoryError:
         torch.cuda.empty_cache()
-        return {"arch": arch, "mode": f"{dtype}{' compiled' if compile else ' eager'}", "batch": batch, "oom": True}
+        mode = variant.label if variant else f"{dtype}{' compiled' if compile else ' eager'}"
+        return {"arch": arch, "mode": mode, "batch": batch, "oom": True}
+    finally:
+        torch._dynamo.reset()  # drop compiled graphs (and the models they hold) before the next variant
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def report(rows: list[dict], peak: float | None) -> None:
-    print(f"{'arch':10} {'mode':16} {'batch':>5} {'s/step':>9} {'img/s':>10} {'TFLOP/s':>9} {'MFU':>7} {'speedup':>8}")
+    print(f"{'arch':10} {'mode':17} {'batch':>5} {'s/step':>9} {'img/s':>10} {'TFLOP/s':>9} {'MFU':>7} {'speedup':>8}"
+          f" {'peak GiB':>8} {'warmup s':>8}")
     base = {}
     for r in rows:
         if r.get("oom"):
-            print(f"{r['arch']:10} {r['mode']:16} {r['batch']:>5} {'out of memory':>9}")
+            print(f"{r['arch']:10} {r['mode']:17} {r['batch']:>5} {'out of memory':>9}")
             continue
         tflops = r["train_flops"] * r["images_per_s"] / 1e12
         mfu = f"{100 * tflops / peak:.1f}%" if peak else "n/a"
         base.setdefault(r["arch"], r["images_per_s"])  # first row per arch is the fp32 eager baseline
         speed = r["images_per_s"] / base[r["arch"]]
-        print(f"{r['arch']:10} {r['mode']:16} {r['batch']:>5} {r['s_per_step']:>9.4f} {r['images_per_s']:>10.1f} "
-              f"{tflops:>9.2f} {mfu:>7} {speed:>7.2f}x")
+        print(f"{r['arch']:10} {r['mode']:17} {r['batch']:>5} {r['s_per_step']:>9.4f} {r['images_per_s']:>10.1f} "
+              f"{tflops:>9.2f} {mfu:>7} {speed:>7.2f}x {r['peak_gib']:>8.2f} {r['warmup_s']:>8.1f}", flush=True)
 
 
 def main(argv=None) -> None:
@@ -109,6 +169,10 @@ def main(argv=None) -> None:
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--no-baseline", action="store_true", help="skip the fp32 eager run")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--ladder", action="store_true", help="one row per optimisation step (see LADDER)")
+    ap.add_argument("--variants", help=f"comma-separated subset of the ladder: {', '.join(LADDER)}")
+    ap.add_argument("--baseline-batch", type=int, help="batch of the fp32/tf32 eager rows (default: --batch)")
+    ap.add_argument("--json", help="append one JSON line per row to this file")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     peak = peak_tflops(device)
@@ -116,10 +180,33 @@ def main(argv=None) -> None:
     print(f"device: {name}; torch {torch.__version__}; dense bf16 peak: {f'{peak:.0f} TFLOP/s' if peak else 'unknown'}")
     rows = []
     for arch in args.arch or ["DiT-B/2"]:
+        if args.ladder or args.variants:
+            rows += run_ladder(arch, args, device, peak)
+            continue
         if not args.no_baseline:
             rows.append(run_one(arch, args.batch, args.steps, args.warmup, device, "fp32", False))
         rows.append(run_one(arch, args.batch, args.steps, args.warmup, device, args.dtype, args.compile))
     report(rows, peak)
+    if args.json:
+        with open(args.json, "a") as f:
+            for r in rows:
+                f.write(json.dumps({**r, "device": name, "torch": torch.__version__, "peak_tflops": peak}) + "\n")
+
+
+def run_ladder(arch: str, args, device: torch.device, peak: float | None) -> list[dict]:
+    """The selected ladder rows for one arch; fp32/tf32 rows at ``--baseline-batch``; each row printed as it ends."""
+    names = args.variants.split(",") if args.variants else list(LADDER)
+    unknown = [n for n in names if n not in LADDER]
+    if unknown:
+        raise SystemExit(f"error: unknown variant {unknown[0]!r}; choose from: {', '.join(LADDER)}")
+    rows = []
+    for n in names:
+        v = LADDER[n]
+        batch = (args.baseline_batch or args.batch) if v.dtype in ("fp32", "tf32") else args.batch
+        steps = max(2, args.steps // 4) if v.dtype in ("fp32", "tf32") else args.steps
+        rows.append(run_one(arch, batch, steps, args.warmup, device, v.dtype, False, v))
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 if __name__ == "__main__":

@@ -7,7 +7,11 @@ output as (x̂0, ε̂) through the prediction pivot, and returns u = ε̂ − x�
 flow-linear path pass through unchanged. The router's weights combine the per-expert velocities.
 
 Dispatch is batched: within a step each expert runs once, on exactly the samples routed to it
-with non-zero weight; an expert no sample picks is not called.
+with non-zero weight; an expert no sample picks is not called. The host waits on the device twice a
+step: once for the per-expert sample counts (every index is then computed on the device from one
+stable sort of the routing mask) and once for the finiteness check. With ``batch_cfg=True`` and class
+ids as the condition, an expert's conditional and null branches run as one call on 2·n rows, the
+null rows carrying class id −1 (``docs/contracts.md``: a negative class id means the null class).
 """
 
 from __future__ import annotations
@@ -72,6 +76,8 @@ class Ensemble:
         mode: ``"top-1"``, ``"top-k"`` (weights renormalised over the k chosen) or ``"full"``.
         k: experts per sample in top-k mode; k ≥ K means all.
         safeguards: ``True`` (the paper's three, on for converted experts), ``False``, or ``Safeguards``.
+        batch_cfg: run classifier-free guidance's two branches as one expert call when ``cond`` is a
+            tensor of class ids (null rows get id −1); needs experts that read a negative id as null.
 
     Example:
         >>> ens = Ensemble([(ddpm, ExpertSpec("epsilon", "vp-linear", 999)),
@@ -80,7 +86,7 @@ class Ensemble:
     """
 
     def __init__(self, experts: Sequence[Expert], router=None, mode: str = "top-k", k: int = 2,
-                 safeguards: bool | Safeguards = True):
+                 safeguards: bool | Safeguards = True, batch_cfg: bool = False):
         if not experts:
             raise SpecError("an ensemble needs at least one expert")
         for i, (_, spec) in enumerate(experts):
@@ -93,6 +99,7 @@ class Ensemble:
             raise SpecError(f"k must be at least 1, got {k}")
         self.k = k
         self.safeguards = Safeguards.parse(safeguards)
+        self.batch_cfg = batch_cfg
 
     def __len__(self) -> int:
         return len(self.experts)
@@ -107,6 +114,11 @@ class Ensemble:
 
     def _expert_u(self, i: int, x: Tensor, t: Tensor, cond, cfg_scale: float) -> Tensor:
         model, spec = self.experts[i]
+        if self.batch_cfg and isinstance(cond, Tensor) and not cond.is_floating_point() and cfg_scale != 1.0:
+            both = torch.cat([cond, torch.full_like(cond, -1)])  # (2n,): conditional rows, then null rows
+            u, u_null = expert_velocity(model, spec, torch.cat([x, x]), torch.cat([t, t]), both,
+                                        self.safeguards).chunk(2)
+            return u_null + cfg_scale * (u - u_null)
         u = expert_velocity(model, spec, x, t, cond, self.safeguards)
         if cond is not None and cfg_scale != 1.0:
             u_null = expert_velocity(model, spec, x, t, None, self.safeguards)
@@ -119,10 +131,14 @@ class Ensemble:
         t = torch.as_tensor(t, dtype=torch.float32, device=x_t.device).reshape(-1).expand(x_t.shape[0])
         w = self.weights(x_t, t)  # (B, K)
         u = torch.zeros(x_t.shape, dtype=torch.float32, device=x_t.device)
-        active = (w > 0).any(0).nonzero().flatten().tolist()  # one host sync per step
+        mask = (w > 0).t()  # (K, B)
+        counts = mask.sum(1).tolist()  # the one host sync of the dispatch
+        # row i of ``order``: the samples routed to expert i first, in batch order (stable sort)
+        order = torch.sort(mask.to(torch.uint8), dim=1, descending=True, stable=True).indices
+        active = [i for i, n in enumerate(counts) if n > 0]
         parts = {}
         for i in active:
-            idx = (w[:, i] > 0).nonzero().flatten()
+            idx = order[i, : counts[i]]
             u_i = self._expert_u(i, x_t.index_select(0, idx), t.index_select(0, idx), _take(cond, idx), cfg_scale)
             parts[i] = u_i
             u.index_add_(0, idx, _col(w.index_select(0, idx)[:, i], x_t.ndim) * u_i)

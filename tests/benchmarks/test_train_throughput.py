@@ -18,3 +18,20 @@ def test_train_throughput_prints_images_per_second():
         nums = [float(x) for x in re.findall(r"\d+\.\d+", row)]
         assert len(nums) >= 4 and nums[0] > 0 and nums[1] > 0  # s/step, img/s, then TFLOP/s, speedup
     assert "n/a" in rows[0]  # no MFU without a known GPU peak
+
+
+def test_train_throughput_ladder_prints_one_row_per_step(tmp_path):
+    import json
+    import os
+
+    log = tmp_path / "rows.jsonl"
+    out = subprocess.run([sys.executable, str(SCRIPT), "--arch", "tiny", "--batch", "2", "--steps", "2", "--warmup", "1",
+                          "--device", "cpu", "--variants", "fp32 eager,bf16 eager,+fused adamw", "--json", str(log)],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["mode"] for r in rows] == ["fp32 eager", "bf16 eager", "+fused adamw"]
+    assert all(r["images_per_s"] > 0 and r["train_flops"] > 0 for r in rows)
+    bad = subprocess.run([sys.executable, str(SCRIPT), "--arch", "tiny", "--device", "cpu", "--variants", "fast"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "unknown variant 'fast'" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,174 @@
+"""Expert forward pass (the unit of sampling cost): bf16 inference images/s and MFU of the hddm DiT
+against diffusers' ``DiTTransformer2DModel`` of the same size, same GPU, same process.
+
+    python benchmarks/expert_forward.py --arch DiT-B/2 --batch 256 --arch DiT-XL/2 --batch 128
+
+Both models are class-conditional (1000 classes), 32×32×4 latents, patch 2, cast to bf16 (weights and
+activations; no autocast), in eval mode under ``torch.inference_mode``. Rows (``--variants`` picks some):
+
+    diffusers eager / diffusers compile      DiTTransformer2DModel (AdaLN-Zero), torch.compile(model)
+    hddm eager / hddm compile                hddm DiT (AdaLN-Single), torch.compile(model)
+    hddm autotune                            torch.compile(model, mode="max-autotune-no-cudagraphs")
+    hddm autotune+graphs                     torch.compile(model, mode="max-autotune"): CUDA graphs too
+
+Time: median over ``--iters`` calls measured with CUDA events after ``--warmup`` calls (wall clock on
+CPU). MFU = analytic forward FLOPs (``hddm_p2p.models.flops``, 2 per multiply-add; each model's own
+config, so diffusers is charged its per-block AdaLN-Zero linears) × images/s / dense bf16 peak. The
+``vs diffusers`` column divides by the compiled diffusers row of the same arch (the issue's target: ≥ 1.15×).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from hddm_p2p.models import build_dit, get_preset
+from hddm_p2p.models.flops import dit_flops
+
+VARIANTS = ("diffusers eager", "diffusers compile", "hddm eager", "hddm compile", "hddm autotune",
+            "hddm autotune+graphs")
+PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "GH200": 989.0, "A100": 312.0}
+
+
+def peak_tflops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def hddm_model(arch: str, classes: int):
+    cfg = get_preset(arch, input_size=32, in_channels=4, condition="class", num_classes=classes)
+    return build_dit(cfg), dit_flops(cfg)
+
+
+def diffusers_model(arch: str, classes: int):
+    """diffusers' DiT of the same shape; its FLOPs counted as the equivalent AdaLN-Zero hddm config."""
+    from diffusers import DiTTransformer2DModel
+
+    cfg = get_preset(arch, input_size=32, in_channels=4, condition="class", num_classes=classes, adaln="zero")
+    heads = cfg.num_heads
+    model = DiTTransformer2DModel(num_attention_heads=heads, attention_head_dim=cfg.hidden_size // heads,
+                                  in_channels=4, out_channels=4, num_layers=cfg.depth, sample_size=32,
+                                  patch_size=cfg.patch_size, num_embeds_ada_norm=classes)
+    return model, dit_flops(cfg)
+
+
+def _call(kind: str, model, x, t, y):
+    if kind == "diffusers":
+        return model(x, timestep=t, class_labels=y, return_dict=False)[0]
+    return model(x, t, y)
+
+
+def _compiled(model, variant: str):
+    mode = {"compile": None, "autotune": "max-autotune-no-cudagraphs", "autotune+graphs": "max-autotune"}
+    suffix = variant.split(" ", 1)[1]
+    return model if suffix == "eager" else torch.compile(model, mode=mode[suffix])
+
+
+def time_forward(fn, inputs, warmup: int, iters: int, device: torch.device) -> tuple[float, float]:
+    """(median seconds per call, seconds spent in warm-up incl. compilation)."""
+    t0 = time.perf_counter()
+    for i in range(warmup):
+        fn(*inputs[i % len(inputs)])
+    _sync(device)
+    warm = time.perf_counter() - t0
+    times = []
+    for i in range(iters):
+        args = inputs[i % len(inputs)]  # rotate input sets so no run measures a warm cache only
+        if device.type == "cuda":
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn(*args)
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b) / 1e3)
+        else:
+            s = time.perf_counter()
+            fn(*args)
+            times.append(time.perf_counter() - s)
+    return statistics.median(times), warm
+
+
+def run_variant(arch: str, variant: str, batch: int, args, device: torch.device) -> dict:
+    kind = variant.split(" ")[0]
+    torch.manual_seed(0)
+    try:
+        model, flops = (diffusers_model if kind == "diffusers" else hddm_model)(arch, args.classes)
+    except ImportError as e:  # diffusers missing: report the row, keep the others
+        return {"arch": arch, "variant": variant, "batch": batch, "error": f"{type(e).__name__}: {e}"}
+    model = model.to(device, torch.bfloat16).eval().requires_grad_(False)
+    fwd = _compiled(model, variant)
+    g = torch.Generator(device).manual_seed(1)
+    inputs = [(torch.randn(batch, 4, 32, 32, device=device, dtype=torch.bfloat16, generator=g),
+               torch.rand(batch, device=device, generator=g) * 999,
+               torch.randint(0, args.classes, (batch,), device=device, generator=g)) for _ in range(3)]
+    fn = torch.inference_mode()(lambda x, t, y: _call(kind, fwd, x, t, y))
+    try:
+        sec, warm = time_forward(fn, inputs, args.warmup, args.iters, device)
+    except torch.cuda.OutOfMemoryError:
+        return {"arch": arch, "variant": variant, "batch": batch, "oom": True}
+    finally:
+        torch._dynamo.reset()
+    return {"arch": arch, "variant": variant, "batch": batch, "s_per_call": sec, "images_per_s": batch / sec,
+            "flops_per_image": flops, "warmup_s": warm}
+
+
+def report(rows: list[dict], peak: float | None) -> None:
+    print(f"{'arch':9} {'variant':21} {'batch':>5} {'ms/call':>9} {'img/s':>10} {'MFU':>7} {'vs diffusers':>12}"
+          f" {'warmup s':>8}")
+    for r in rows:
+        if r.get("oom") or r.get("error"):
+            print(f"{r['arch']:9} {r['variant']:21} {r['batch']:>5} {r.get('error') or 'out of memory'}")
+            continue
+        mfu = f"{100 * r['flops_per_image'] * r['images_per_s'] / 1e12 / peak:.1f}%" if peak else "n/a"
+        ref = next((q for q in rows if q["arch"] == r["arch"] and q["variant"] == "diffusers compile"
+                    and "images_per_s" in q), None)
+        vs = f"{r['images_per_s'] / ref['images_per_s']:.3f}x" if ref else "n/a"
+        print(f"{r['arch']:9} {r['variant']:21} {r['batch']:>5} {1e3 * r['s_per_call']:>9.3f} "
+              f"{r['images_per_s']:>10.1f} {mfu:>7} {vs:>12} {r['warmup_s']:>8.1f}")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", action="append", help="DiT preset; repeat for several (default DiT-B/2)")
+    ap.add_argument("--batch", type=int, action="append", help="batch per --arch (last one repeats; default 256)")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated: {', '.join(VARIANTS)}")
+    ap.add_argument("--classes", type=int, default=1000)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--json", help="append one JSON line per row to this file")
+    args = ap.parse_args(argv)
+    variants = args.variants.split(",")
+    if bad := [v for v in variants if v not in VARIANTS]:
+        raise SystemExit(f"error: unknown variant {bad[0]!r}; choose from: {', '.join(VARIANTS)}")
+    device, archs = torch.device(args.device), args.arch or ["DiT-B/2"]
+    batches = (args.batch or [256]) + [(args.batch or [256])[-1]] * len(archs)
+    peak = peak_tflops(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device: {name}; torch {torch.__version__}; dense bf16 peak: {f'{peak:.0f} TFLOP/s' if peak else 'unknown'}")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    rows = []
+    for arch, batch in zip(archs, batches):
+        for v in variants:
+            rows.append(run_variant(arch, v, batch, args, device))
+            print(json.dumps(rows[-1]), flush=True)
+    report(rows, peak)
+    if args.json:
+        with open(args.json, "a") as f:
+            for r in rows:
+                f.write(json.dumps({**r, "device": name, "torch": torch.__version__, "peak_tflops": peak}) + "\n")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+if __name__ == "__main__":
+    main()
