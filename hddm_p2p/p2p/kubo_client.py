@@ -10,13 +10,14 @@ so a remote one is refused unless ``HDDM_ALLOW_REMOTE_API=1`` is set deliberatel
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import json
 import os
 import uuid
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 from multiformats import multibase
@@ -103,13 +104,8 @@ class KuboClient:
                 yield response
         except httpx.TransportError as e:
             if isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout)):
-                raise StoreUnavailable(f"cannot reach the Kubo RPC API at {self.api} ({e.__class__.__name__}); "
-                                       f"{_HOW_TO_START}") from None
-            if isinstance(e, httpx.ReadTimeout):
-                raise StoreError(f"kubo {command}: no answer from {self.api} within {self.timeout:g} s; is the content "
-                                 "held by this node or a connected peer?") from None
-            raise StoreError(f"kubo {command}: connection to {self.api} failed mid-request ({e}); "
-                             "run the command again (downloads resume)") from None
+                raise self._transport_error(command, ConnectionRefusedError(str(e))) from None
+            raise self._transport_error(command, TimeoutError() if isinstance(e, httpx.ReadTimeout) else e) from None
 
     def _call(self, command: str, params: dict[str, Any] | None = None, **kw) -> Any:
         """One request; the JSON body (the last object of a JSON-lines answer), or None when empty."""
@@ -120,10 +116,14 @@ class KuboClient:
 
     @staticmethod
     def _message(response: httpx.Response) -> str:
+        return KuboClient._message_text(response.status_code, response.content)
+
+    @staticmethod
+    def _message_text(status: int, body: bytes) -> str:
         try:
-            return json.loads(response.text)["Message"]
+            return json.loads(body)["Message"]
         except (ValueError, KeyError, TypeError):
-            return f"HTTP {response.status_code}: {response.text.strip()[:200]}"
+            return f"HTTP {status}: {body.decode(errors='replace').strip()[:200]}"
 
     # --- node ----------------------------------------------------------------------------------
 
@@ -158,18 +158,43 @@ class KuboClient:
     @contextmanager
     def cat(self, cid: str, *, offset: int = 0, length: int | None = None,
             chunk_size: int = 1 << 20) -> Iterator[Iterator[bytes]]:
-        """``with client.cat(cid, offset=n) as chunks:`` streams the file's bytes from ``offset``."""
+        """``with client.cat(cid, offset=n) as chunks:`` streams the file's bytes from ``offset``.
+
+        Bulk bytes come through the standard library's ``http.client``: Kubo streams ``cat`` in ~4 KiB HTTP
+        chunks, which httpx's pure-Python h11 parser decodes at ~40 MB/s on one core, http.client at ~130 MB/s."""
         params: dict[str, Any] = {"arg": cid, "offset": offset}
         if length is not None:
             params["length"] = length
-        with self._stream("cat", params) as response:
-            yield self._chunks(response, chunk_size, "cat")
-
-    def _chunks(self, response: httpx.Response, chunk_size: int, command: str) -> Iterator[bytes]:
+        url = urlsplit(self.base_url)
+        connection = (http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection)(
+            url.hostname, url.port, timeout=self.timeout)
         try:
-            yield from response.iter_bytes(chunk_size)
-        except httpx.TransportError as e:
-            raise StoreError(f"kubo {command}: the stream from {self.api} broke ({e}); run again to resume") from None
+            try:
+                connection.request("POST", f"/api/v0/cat?{urlencode(params)}")
+                response = connection.getresponse()
+            except (OSError, http.client.HTTPException) as e:
+                raise self._transport_error("cat", e) from None
+            if response.status != 200:
+                raise StoreError(f"kubo cat: {self._message_text(response.status, response.read())}")
+            yield self._read_chunks(response, chunk_size)
+        finally:
+            connection.close()
+
+    def _read_chunks(self, response: http.client.HTTPResponse, chunk_size: int) -> Iterator[bytes]:
+        try:
+            while chunk := response.read(chunk_size):
+                yield chunk
+        except (OSError, http.client.HTTPException) as e:
+            raise self._transport_error("cat", e) from None
+
+    def _transport_error(self, command: str, e: Exception) -> StoreError:
+        if isinstance(e, ConnectionRefusedError):
+            return StoreUnavailable(f"cannot reach the Kubo RPC API at {self.api}; {_HOW_TO_START}")
+        if isinstance(e, TimeoutError):
+            return StoreError(f"kubo {command}: no answer from {self.api} within {self.timeout:g} s; is the content "
+                              "held by this node or a connected peer?")
+        return StoreError(f"kubo {command}: the connection to {self.api} broke ({e}); run the command again "
+                          "(downloads resume)")
 
     def file_size(self, cid: str) -> int:
         """Bytes of file content under ``cid`` (``files stat``)."""
@@ -186,15 +211,6 @@ class KuboClient:
         """``{cid: pin type}`` of every pin, or only of ``cid`` (a ``StoreError`` if it is not pinned)."""
         params = {"arg": cid} if cid else {}
         return {k: v["Type"] for k, v in (self._call("pin/ls", params)["Keys"] or {}).items()}
-
-    def pin_remote_services(self) -> list[str]:
-        """Names of the remote pinning services this node knows (``ipfs pin remote service ls``)."""
-        return [s["Service"] for s in (self._call("pin/remote/service/ls") or {}).get("RemoteServices") or []]
-
-    def pin_remote_add(self, cid: str, *, service: str, name: str = "") -> dict[str, Any]:
-        """``ipfs pin remote add --service=NAME`` (IPFS Pinning Service API): returns once the service
-        reports the pin ``pinned``, as ``{"Cid", "Name", "Status"}``."""
-        return self._call("pin/remote/add", {"arg": cid, "service": service, "name": name, "background": "false"})
 
     # --- keys and IPNS --------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 from hddm_p2p.errors import IntegrityError, StoreError
 from hddm_p2p.p2p.cid import UNIXFS_V1_2025, FileDigest, ImportProfile, UnixfsHasher, cid_of_bytes, parse_cid
 from hddm_p2p.p2p.kubo_client import DEFAULT_API, KuboClient
-from hddm_p2p.p2p.store.base import MANIFEST_MAX, Receiver, Store, transfer_progress
+from hddm_p2p.p2p.store.base import MANIFEST_MAX, Pipeline, Receiver, Store, transfer_progress
 
 _CHUNK = 1 << 20
 
@@ -38,15 +38,16 @@ class KuboStore(Store):
         path = Path(path)
         hasher = UnixfsHasher(self.profile)
 
-        def chunks(advance) -> Iterator[bytes]:
+        def chunks(advance, hashing: Pipeline) -> Iterator[bytes]:
             with open(path, "rb") as f:
-                while chunk := f.read(_CHUNK):  # the one read: hashed locally and uploaded
-                    hasher.update(chunk)
+                while chunk := f.read(_CHUNK):  # the one read: hashed locally (other thread) and uploaded
+                    hashing.submit(chunk)
                     advance(len(chunk))
                     yield chunk
 
-        with transfer_progress(f"add {path.name}", path.stat().st_size, progress) as advance:
-            kubo_cid = self.client.add(chunks(advance), filename=path.name, params=self._add_params())
+        with transfer_progress(f"add {path.name}", path.stat().st_size, progress) as advance, \
+                Pipeline(hasher.update) as hashing:
+            kubo_cid = self.client.add(chunks(advance, hashing), filename=path.name, params=self._add_params())
         digest = hasher.finalize()
         self._check_same(kubo_cid, digest.cid, str(path))
         return digest
@@ -61,12 +62,12 @@ class KuboStore(Store):
         total = size if size is not None else self.client.file_size(cid)
         receiver = Receiver(dest, cid, total)
         try:
-            with transfer_progress(f"fetch {cid[:16]}…", total, progress) as advance:
+            with transfer_progress(f"fetch {cid[:16]}…", total, progress) as advance, Pipeline(receiver.write) as sink:
                 advance(receiver.offset)
                 if receiver.offset < total:
                     with self.client.cat(cid, offset=receiver.offset) as chunks:
-                        for chunk in chunks:
-                            receiver.write(chunk)
+                        for chunk in chunks:  # parsed here, hashed and written on the pipeline's thread
+                            sink.submit(chunk)
                             advance(len(chunk))
         except BaseException:
             receiver.close()  # keep the .part: the next run resumes from it
