@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Literal
 
 from hddm_p2p.errors import SpecError
+from hddm_p2p.p2p.kubo_client import DEFAULT_API
 from hddm_p2p.p2p.store.base import Store
+from hddm_p2p.p2p.store.kubo import KuboStore
 from hddm_p2p.p2p.store.local import LocalStore
 
 StoreKind = Literal["local", "ipfs"]
-DEFAULT_API = "/ip4/127.0.0.1/tcp/5001"
 
 
 def open_store(kind: str = "local", api: str | None = None, *, root: Path | None = None) -> Store:
@@ -26,18 +27,8 @@ def open_store(kind: str = "local", api: str | None = None, *, root: Path | None
             raise SpecError("--ipfs-api only applies to --store ipfs")
         return LocalStore(root)
     if kind == "ipfs":
-        from hddm_p2p.p2p.store.kubo import KuboStore  # imports httpx only when needed
-
         return KuboStore(api or DEFAULT_API)
     raise SpecError(f"unknown store {kind!r}; use --store local or --store ipfs")
-
-
-def __getattr__(name: str):
-    if name == "KuboStore":
-        from hddm_p2p.p2p.store.kubo import KuboStore
-
-        return KuboStore
-    raise AttributeError(name)
 
 
 __all__ = ["Store", "LocalStore", "KuboStore", "open_store", "StoreKind", "DEFAULT_API"]
