@@ -61,7 +61,7 @@ class TrustStore:
 
     def _load(self) -> dict[str, Any]:
         data = read_json(self.path, {}, TrustError)
-        for key in ("publishers", "seen", "revoked_manifests", "revoked_keys"):
+        for key in ("publishers", "seen", "revoked_manifests", "revoked_keys", "rotated_keys"):
             data.setdefault(key, {})
         return data
 
@@ -111,6 +111,10 @@ class TrustStore:
             raise TrustError(f"{who}: the publisher key was revoked (by {data['revoked_keys'][m.publisher]})")
         if cid in data["revoked_manifests"]:
             raise TrustError(f"{who}: manifest {cid} was revoked by its catalog; ask the publisher for a newer one")
+        rotated = data["rotated_keys"].get(m.publisher)
+        if rotated and m.created >= datetime.fromisoformat(rotated["at"]):
+            raise TrustError(f"{who}: signed on {m.created.isoformat()}, after the key was rotated to "
+                             f"{rotated['new']} on {rotated['at']}; ask for a manifest signed by the new key")
         if not allow_untrusted and m.publisher not in data["publishers"]:
             raise TrustError(f"{who}: publisher is not in your trust store; run `hddm trust add {m.publisher}` "
                              "if you trust it, or pass --allow-untrusted")
@@ -133,9 +137,26 @@ class TrustStore:
             if seen is None or m.version >= seen["version"]:
                 slots[m.slot] = {"version": m.version, "cid": cid}
 
-    def apply_revocations(self, catalog: CatalogManifest) -> None:
-        """Adopt a verified catalog's revocations (only from a trusted publisher)."""
-        if catalog.publisher not in self._load()["publishers"]:
+    def rotate(self, old: str, new: str, at: datetime) -> None:
+        """Trust ``new`` in place of ``old`` from ``at`` on; call only with a verified statement (rotation.py)."""
+        with self._edit() as data:
+            if old not in data["publishers"]:
+                raise TrustError(f"rotation from {old}: that key is not in your trust store, so it cannot vouch "
+                                 f"for {new}; add the new key with `hddm trust add` if you trust it")
+            for did in (old, new):
+                if did in data["revoked_keys"]:
+                    raise TrustError(f"rotation from {old} to {new}: {did} was revoked")
+            if old in data["rotated_keys"]:
+                raise TrustError(f"{old} was already rotated to {data['rotated_keys'][old]['new']}; "
+                                 "a second rotation of the same key is refused")
+            name = data["publishers"][old]["name"]
+            data["publishers"][new] = {"name": name, "added": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            data["rotated_keys"][old] = {"new": new, "at": at.isoformat()}
+
+    def apply_revocations(self, catalog: CatalogManifest, *, endorsed: bool = False) -> None:
+        """Adopt a verified catalog's revocations: only from a trusted publisher, or a catalog ``endorsed``
+        by a curator threshold (threshold.py)."""
+        if not endorsed and catalog.publisher not in self._load()["publishers"]:
             return
         with self._edit() as data:
             for cid in catalog.revoked_manifests:
