@@ -27,6 +27,8 @@ from multiformats import CID, multibase, multihash
 from hddm_p2p.errors import ManifestError, SignatureError
 
 DID_PREFIX = "did:key:z"
+# Fields a signature never covers: the publisher's own, and curators' detached cosignatures (threshold.py).
+UNSIGNED_FIELDS = ("signature", "signatures")
 _ED25519_PUB = b"\xed\x01"  # multicodec ed25519-pub (0xed) as an unsigned varint
 # libp2p PublicKey protobuf: field 1 KeyType = 1 (Ed25519), field 2 Data = 32 bytes.
 _LIBP2P_ED25519_PUB = b"\x08\x01\x12\x20"
@@ -101,10 +103,15 @@ def parse_json(data: bytes) -> dict[str, Any]:
     return doc
 
 
+def signed_body(doc: dict[str, Any]) -> dict[str, Any]:
+    """What every signature over ``doc`` covers: the document without its signature fields."""
+    return {k: v for k, v in doc.items() if k not in UNSIGNED_FIELDS}
+
+
 def sign_document(doc: dict[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
     """Return ``doc`` with ``signature`` = base64(Ed25519 over canonical JSON of doc minus signature)."""
-    body = {k: v for k, v in doc.items() if k != "signature"}
-    return {**body, "signature": base64.b64encode(key.sign(canonical_json(body))).decode("ascii")}
+    body = signed_body(doc)
+    return {**doc, "signature": base64.b64encode(key.sign(canonical_json(body))).decode("ascii")}
 
 
 def verify_document(doc: dict[str, Any], did: str) -> None:
@@ -116,7 +123,7 @@ def verify_document(doc: dict[str, Any], did: str) -> None:
         raw = base64.b64decode(sig, validate=True)
     except (binascii.Error, ValueError):
         raise SignatureError("manifest signature is not valid base64") from None
-    body = {k: v for k, v in doc.items() if k != "signature"}
+    body = signed_body(doc)
     try:
         public_key_from_did(did).verify(raw, canonical_json(body))
     except InvalidSignature:

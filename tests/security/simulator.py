@@ -31,9 +31,11 @@ from safetensors.torch import save_file
 
 from hddm_p2p.p2p.cid import cid_of_bytes
 from hddm_p2p.p2p.manifests import CATALOG_SCHEMA, EXPERT_SCHEMA
+from hddm_p2p.p2p.rotation import ROTATION_SCHEMA
 from hddm_p2p.p2p.signing import canonical_json, did_from_key, ipns_name, sign_document
 from hddm_p2p.p2p.store import LocalStore
 from hddm_p2p.p2p.store.kubo import KuboStore
+from hddm_p2p.p2p.threshold import cosign
 from hddm_p2p.p2p.trust import TrustStore
 from hddm_p2p.p2p.weights import SAFETENSORS_MEDIA_TYPE
 from tests.p2p.conftest import expert_description
@@ -121,6 +123,20 @@ class RepositorySimulator:
 
     def catalog(self, who: Party, **kw: Any) -> str:
         return self.put(self.catalog_doc(who, **kw), who)
+
+    def curated_catalog(self, who: Party, cosigners: Iterable[Party], *, extra_sigs: Iterable[dict] = (),
+                        **kw: Any) -> str:
+        """A catalog signed by ``who`` and cosigned by each of ``cosigners`` (plus raw ``extra_sigs``)."""
+        doc = sign_document(self.catalog_doc(who, **kw), who.key)
+        for c in cosigners:
+            doc = cosign(doc, c.key)
+        doc["signatures"] = [*doc.get("signatures", []), *extra_sigs]
+        return self.origin.put_bytes(canonical_json(doc))
+
+    def rotation(self, old: Party, new: Party, signer: Party | None = None, created: datetime = NOW) -> str:
+        """A rotation statement old → new signed by ``signer`` (default: the old key); returns its CID."""
+        doc = {"schema": ROTATION_SCHEMA, "old": old.did, "new": new.did, "created": iso(created)}
+        return self.put(doc, signer or old)
 
     def point_name(self, who: Party, cid: str) -> None:
         """IPNS on the embedded store: ``who``'s name → ``cid`` (what ``hddm catalog publish`` does)."""

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from hddm_p2p.p2p.manifests.common import Cid, DidKey, Header, Name, Strict
+from hddm_p2p.p2p.manifests.common import Cid, DidKey, Header, Name, Signature, Strict
 
 CATALOG_SCHEMA = "hddm.catalog/1"
 
@@ -19,6 +19,13 @@ class CatalogEntry(Strict):
     kind: Literal["expert", "router"] | None = None
 
 
+class Cosignature(Strict):
+    """A curator's detached signature over the same bytes the publisher's ``signature`` covers (threshold.py)."""
+
+    keyid: DidKey
+    sig: Signature
+
+
 class CatalogManifest(Header):
     """Signed catalog, schema ``hddm.catalog/1``, published under the publisher's IPNS name."""
 
@@ -26,3 +33,4 @@ class CatalogManifest(Header):
     entries: list[CatalogEntry] = Field(default_factory=list)
     revoked_manifests: list[Cid] = Field(default_factory=list, description="manifest CIDs no one should use")
     revoked_keys: list[DidKey] = Field(default_factory=list, description="publisher keys no one should trust")
+    signatures: list[Cosignature] = Field(default_factory=list, description="curators' cosignatures (k-of-n)")
