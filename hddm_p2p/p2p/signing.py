@@ -96,7 +96,9 @@ def parse_json(data: bytes) -> dict[str, Any]:
 
     try:
         doc = json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_bad_constant, parse_int=_int_or_float)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except RecursionError:
+        raise ManifestError("JSON document is nested too deeply to be a manifest") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an integer beyond Python's digit limit
         raise ManifestError(f"not a JSON document: {e}") from None
     if not isinstance(doc, dict):
         raise ManifestError("a manifest must be a JSON object")
