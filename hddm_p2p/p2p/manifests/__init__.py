@@ -48,7 +48,7 @@ def _one_line(e: ValidationError, what: str) -> str:
 def model_for(doc: dict[str, Any]) -> type[BaseModel]:
     """The model class for ``doc['schema']``; ManifestError naming an unknown or missing schema id."""
     schema = doc.get("schema")
-    if schema not in SCHEMAS:
+    if not isinstance(schema, str) or schema not in SCHEMAS:  # a list or object here is unhashable
         if not isinstance(schema, str):
             raise ManifestError("document has no 'schema' field; it is not an hddm manifest")
         known = ", ".join(sorted(SCHEMAS))
