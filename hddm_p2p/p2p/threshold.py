@@ -74,7 +74,8 @@ def valid_signers(doc: dict[str, Any], policy: ThresholdPolicy) -> set[str]:
         raise ManifestError("'signatures' must be a list of {keyid, sig}")
     candidates = [(doc.get("publisher"), doc.get("signature"))]
     candidates += [(s.get("keyid"), s.get("sig")) for s in sigs if isinstance(s, dict)]
-    return {did for did, sig in candidates if did in policy.keys and _verifies(did, sig, body)}
+    return {did for did, sig in candidates
+            if isinstance(did, str) and did in policy.keys and _verifies(did, sig, body)}
 
 
 def check_threshold(doc: dict[str, Any], policy: ThresholdPolicy) -> set[str]:
