@@ -78,6 +78,8 @@ def _read_header(path: Path) -> tuple[dict[str, Any], int, int]:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError) as e:
         raise IntegrityError(f"{path}: the safetensors header is not valid JSON ({e})") from None
+    except RecursionError:
+        raise IntegrityError(f"{path}: the safetensors header is nested too deeply; not a valid safetensors file") from None
     if not isinstance(header, dict):
         raise IntegrityError(f"{path}: the safetensors header is not a JSON object")
     return header, n, size - 8 - n
