@@ -131,3 +131,11 @@ def test_parse_cid_normalises_and_rejects():
     for bad in ["", "hello", "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyk", "../etc/passwd"]:
         with pytest.raises(CidError):
             parse_cid(bad)
+
+
+def test_binary_cid_prefix_matches_multiformats():
+    from multiformats import multihash
+
+    for codec in ("raw", "dag-pb"):
+        expected = CID("base32", 1, codec, multihash.digest(b"block", "sha2-256"))
+        assert cidmod._cid(codec, b"block") == bytes(expected)
