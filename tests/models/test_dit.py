@@ -79,8 +79,9 @@ def test_discrete_time_rounds_inside_the_model():
 def test_unpatchify_inverts_patchify_layout():
     model = build_dit("tiny", input_size=8, in_channels=3)
     p = model.config.patch_size
+    g = 8 // p  # tokens per side
     x = torch.randn(2, 3, 8, 8)
-    tokens = x.reshape(2, 3, 4, p, 4, p).permute(0, 2, 4, 3, 5, 1).reshape(2, 16, p * p * 3)  # (B, T, p·p·C)
+    tokens = x.reshape(2, 3, g, p, g, p).permute(0, 2, 4, 3, 5, 1).reshape(2, g * g, p * p * 3)  # (B, T, p·p·C)
     torch.testing.assert_close(model.unpatchify(tokens), x)
 
 

@@ -57,7 +57,8 @@ def test_latent_expert_from_a_dit_checkpoint(latents, tmp_path):
     desc = json.loads((out / "expert.json").read_text())
     assert desc["time_scale"] == 999.0 and desc["architecture"]["config"]["discrete_time"] is True
     assert desc["data_space"]["kind"] == "latent" and desc["data_space"]["vae"]["id"] == "tiny-random"
-    assert desc["training"]["init_from"] == "DiT-tiny.pt"
+    start = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert start["event"] == "start" and start["init_from"].endswith("DiT-tiny.pt")
     model, spec, _ = load_expert(out)
     assert spec.time_scale == 999.0 and spec.clip == 20.0
     z = Ensemble([(model, spec)]).sample(torch.randn(2, 4, 8, 8), steps=2)
