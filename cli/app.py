@@ -22,6 +22,7 @@ _COMMAND_MODULES = [
     "hddm_p2p.cli.announce",
     "hddm_p2p.cli.data_cluster",
     "hddm_p2p.cli.train_router",
+    "hddm_p2p.cli.experiment",
 ]
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name)
