@@ -22,6 +22,9 @@ _COMMAND_MODULES = [
     "hddm_p2p.cli.announce",
     "hddm_p2p.cli.data_cluster",
     "hddm_p2p.cli.train_router",
+    "hddm_p2p.cli.assemble",
+    "hddm_p2p.cli.generate",
+    "hddm_p2p.cli.demo",
     "hddm_p2p.cli.experiment",
 ]
 for _name in _COMMAND_MODULES:

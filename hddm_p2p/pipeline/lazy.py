@@ -1,0 +1,65 @@
+"""Experts that load their weights on first use, and optionally wait on the CPU between uses."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+
+class LazyExpert:
+    """A callable expert whose weights are read from disk the first time a sample is routed to it.
+
+    ``loader(path, device, dtype) -> module`` does the reading (memory-mapped safetensors), so an expert
+    no sample picks is never read. With ``offload=True`` the module lives on the CPU and moves to
+    ``device`` only for the duration of a call (``moves`` counts those transfers). ``calls`` counts
+    invocations and ``rows`` the samples they carried. With ``dtype`` (e.g. bf16) inputs are cast to it and
+    the output is returned as float32.
+    """
+
+    def __init__(self, path: Path, loader: Callable, device: str | torch.device = "cpu",
+                 dtype: torch.dtype | None = None, offload: bool = False):
+        self.path, self.loader = Path(path), loader
+        self.device, self.dtype, self.offload = torch.device(device), dtype, offload
+        self.module: torch.nn.Module | None = None
+        self.loads = 0
+        self.moves = 0
+        self.calls = 0
+        self.rows = 0
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self.module is not None
+
+    def _ensure(self) -> torch.nn.Module:
+        with self._lock:
+            if self.module is None:
+                home = torch.device("cpu") if self.offload else self.device
+                self.module = self.loader(self.path, home, self.dtype).eval()
+                self.loads += 1
+        return self.module
+
+    def _cast(self, x: torch.Tensor, t: torch.Tensor, cond):
+        if self.dtype is None:
+            return x, t, cond
+        if isinstance(cond, dict):
+            cond = {k: v.to(self.dtype) if v.is_floating_point() else v for k, v in cond.items()}
+        return x.to(self.dtype), t.to(self.dtype), cond
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
+        module = self._ensure()
+        self.calls += 1
+        self.rows += x.shape[0]
+        x, t, cond = self._cast(x, t, cond)
+        if not self.offload or self.device.type == "cpu":
+            return module(x, t, cond).float()
+        module.to(self.device, non_blocking=True)
+        self.moves += 1
+        try:
+            return module(x.to(self.device), t.to(self.device), cond).float()
+        finally:
+            module.to("cpu")
