@@ -97,7 +97,10 @@ class KuboNode:
         self.ipfs("init", "--profile", "test,unixfs-v1-2025", "--empty-repo")
         cfg_path = self.repo / "config"
         cfg_path.write_text(json.dumps(loopback_config(json.loads(cfg_path.read_text())), indent=2))
-        log = open(Path(self._tmp) / "daemon.log", "wb")
+        return self._launch()
+
+    def _launch(self) -> KuboNode:
+        log = open(Path(self._tmp) / "daemon.log", "ab")
         self._proc = subprocess.Popen([str(self.binary), "daemon", "--migrate=false", "--enable-gc=false"],
                                       env=self._env(), stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -107,6 +110,21 @@ class KuboNode:
             self.stop()
             raise
         return self
+
+    def kill(self) -> None:
+        """SIGKILL the daemon as a crash would, keeping its repo (fault-injection tests); ``restart`` follows."""
+        if self._client:
+            self._client.close()
+            self._client = None
+        if self._proc and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+    def restart(self) -> KuboNode:
+        """Start the daemon again on the same repo after ``kill`` (new API port; content and keys kept)."""
+        self.kill()
+        (self.repo / "api").unlink(missing_ok=True)  # stale address of the dead daemon
+        return self._launch()
 
     def stop(self) -> None:
         """Stop the daemon (SIGTERM, then SIGKILL after 3 s: open pubsub streams can stall a graceful
