@@ -99,7 +99,7 @@ def plot(rows: list[dict], size_mib: int, path: Path) -> None:
     colors = ["tab:blue" if i % 2 == 0 else "tab:gray" for i in range(len(rows))]
     ax.barh(labels[::-1], [r["MB_per_s"] for r in rows][::-1], color=colors[::-1])
     ax.set_xlabel("MB/s (higher is better)")
-    ax.set_title(f"publish/fetch of a {size_mib} MiB safetensors file on one Kubo node (blue: hddm)")
+    ax.set_title(f"{size_mib} MiB safetensors file, one loopback Kubo node\nblue: hddm, grey: ipfs CLI", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
