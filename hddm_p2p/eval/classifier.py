@@ -58,7 +58,7 @@ class ClassifierRecipe:
 RECIPES: dict[str, ClassifierRecipe] = {
     "cifar10-resnet": ClassifierRecipe(),
     "cifar10-resnet-quick": ClassifierRecipe(width=16, blocks=(1, 1, 1), stem_stride=2, batch_size=64, lr=0.05, max_steps=200,
-                                             warmup_frac=0.1, label_smoothing=0.0, train_limit=10_000,
+                                             warmup_frac=0.1, label_smoothing=0.0, train_limit=6400,
                                              test_limit=1000),
 }
 

@@ -24,7 +24,7 @@ from hddm_p2p.p2p._files import atomic_write
 def make_record(metric: str, value: float, extractor: str, *, test_accuracy: float | None = None,
                 **fields: Any) -> dict[str, Any]:
     """One result: metric, value, extractor id, its test accuracy (classifier features), then ``fields``."""
-    return {"metric": metric, "value": round(float(value), 6), "extractor": extractor,
+    return {"metric": metric, "value": float(f"{float(value):.7g}"), "extractor": extractor,
             "extractor_test_accuracy": test_accuracy, **fields, "hddm_version": hddm_p2p.__version__}
 
 
