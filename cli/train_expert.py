@@ -55,6 +55,7 @@ def train_expert_cmd(
     --arch DiT-S/2 --steps 20000 --batch-size 128 --out experts/c0 --assignments clusters/assignments.json --cluster 0
     """
     from hddm_p2p.errors import SpecError
+    from hddm_p2p.train.distributed import is_main_process
     from hddm_p2p.train.job import ExpertJob, train_expert
     from hddm_p2p.train.loop import TrainConfig
     from hddm_p2p.train.objectives import ObjectiveConfig
@@ -74,4 +75,5 @@ def train_expert_cmd(
                     assignments=assignments, cluster_id=cluster, labels=keep, limit=limit, resume=resume, name=name,
                     num_classes=num_classes, stream=stream)
     path = train_expert(job, console=console)
-    console.print(f"expert written to [bold]{path}[/] (model.safetensors, expert.json, metrics.jsonl)")
+    if is_main_process():
+        console.print(f"expert written to [bold]{path}[/] (model.safetensors, expert.json, metrics.jsonl)")

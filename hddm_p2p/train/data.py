@@ -97,11 +97,17 @@ def decode_image(data: bytes, resolution: int) -> Tensor:
     return torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(resolution, resolution, 3).permute(2, 0, 1)
 
 
+def _all_shards(urls):
+    return urls
+
+
 def raw_samples(urls: list[str]):
     """Raw webdataset samples (dicts of member bytes with ``__key__``), in shard order; corrupt tars warn."""
     import webdataset as wds
 
-    ds = wds.WebDataset(urls, shardshuffle=False, handler=wds.warn_and_continue, empty_check=False)
+    # every process reads every shard it is given (under torchrun, ranks split batches, not shards)
+    ds = wds.WebDataset(urls, shardshuffle=False, handler=wds.warn_and_continue, empty_check=False,
+                        nodesplitter=_all_shards)
     yield from ds
 
 

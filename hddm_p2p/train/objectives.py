@@ -87,11 +87,21 @@ def _col(v: Tensor, ndim: int) -> Tensor:
     return v.reshape(-1, *[1] * (ndim - 1))
 
 
-def diffusion_loss(model, x0: Tensor, cond, cfg: ObjectiveConfig, gen: torch.Generator) -> Tensor:
+def _rows(cond, part: slice):
+    """Rows ``part`` of a condition: None, (B,) labels, or {"tokens": (B, L, D), "mask": (B, L)}."""
+    if cond is None:
+        return None
+    return {k: v[part] for k, v in cond.items()} if isinstance(cond, dict) else cond[part]
+
+
+def diffusion_loss(model, x0: Tensor, cond, cfg: ObjectiveConfig, gen: torch.Generator,
+                   part: slice | None = None) -> Tensor:
     """Mean-squared error of ``model`` against the objective's target on a batch x0 (B, C, H, W).
 
     ``cond`` is None (unconditional) or the batch's labels / text tokens; with ``cfg.cond_dropout`` a
-    sample's condition is replaced by the model's learned null with that probability.
+    sample's condition is replaced by the model's learned null with that probability. With ``part``,
+    the random draws are made for all B rows (same generator stream as one process) and the model runs
+    on rows ``part`` only (one rank's share under DDP, ``hddm_p2p.train.distributed``).
     """
     B, device = x0.shape[0], x0.device
     s = sample_time(B, cfg, gen, device)  # (B,)
@@ -101,6 +111,8 @@ def diffusion_loss(model, x0: Tensor, cond, cfg: ObjectiveConfig, gen: torch.Gen
     x_s = a * x0 + sg * eps
     target = from_pivot(cfg.prediction, x0, eps, a, sg)
     drop = torch.rand(B, generator=gen, device=device) < cfg.cond_dropout  # drawn always: same RNG stream
+    if part is not None:
+        x_s, s, target, drop, cond = x_s[part], s[part], target[part], drop[part], _rows(cond, part)
     if cond is None:
         out = model(x_s, cfg.time_scale * s, None)
     else:
