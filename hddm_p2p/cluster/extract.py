@@ -6,6 +6,11 @@ Samples are cut into consecutive shards of ``shard_size`` in the reader's fixed 
 so after a kill every shard on disk is whole; a rerun skips shards that already exist (their images
 are not even decoded) and ``index.json`` is written last, once every shard is done. Only one shard's
 encoded images are ever held in memory.
+
+Under ``torchrun`` (``dist`` from ``hddm_p2p.train.distributed.init_distributed``) rank r writes the shards
+i ≡ r (mod world) and skips the others without decoding them; after a barrier rank 0 checks that every
+shard exists and writes ``index.json``. The merged result is the one-process result: the same shards
+(same samples, same extractor batches) in the same order.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from safetensors.torch import save_file
 from hddm_p2p.cluster._reader import Sample
 from hddm_p2p.cluster.features import FeatureExtractor
 from hddm_p2p.errors import DataError, ShapeError
+from hddm_p2p.train.distributed import Dist
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,7 @@ def _progress() -> Progress:
 
 def extract_features(samples: Iterable[Sample], extractor: FeatureExtractor, out_dir: str | Path, *,
                      shard_size: int = 1024, batch_size: int = 64, max_new_shards: int | None = None,
-                     progress: bool = True) -> bool:
+                     progress: bool = True, dist: Dist = Dist()) -> bool:
     """Write feature shards of ``samples`` under ``out_dir``; True when complete (``index.json`` written).
 
     ``max_new_shards`` stops after writing that many new shards (what a kill leaves behind).
@@ -93,7 +99,7 @@ def extract_features(samples: Iterable[Sample], extractor: FeatureExtractor, out
         task = bar.add_task(f"features ({extractor.id})", total=None, visible=progress)
         for i, chunk in enumerate(_chunks(samples, shard_size)):
             path, keys = out / f"shard-{i:05d}.safetensors", [s.key for s in chunk]
-            if not _shard_done(path, keys, extractor.id):
+            if i % dist.world == dist.rank and not _shard_done(path, keys, extractor.id):
                 if max_new_shards is not None and written >= max_new_shards:
                     return False
                 feats = torch.from_numpy(_embed(chunk, extractor, batch_size))
@@ -103,11 +109,20 @@ def extract_features(samples: Iterable[Sample], extractor: FeatureExtractor, out
             names.append(path.name)
             count += len(chunk)
             bar.update(task, advance=len(chunk))
+    dist.barrier()  # every rank's shards are on disk
+    if dist.main:
+        _write_index(out, names, count, extractor)
+    dist.barrier()  # no rank returns before index.json exists
+    return True
+
+
+def _write_index(out: Path, names: list[str], count: int, extractor: FeatureExtractor) -> None:
+    if missing := [n for n in names if not (out / n).exists()]:
+        raise DataError(f"{len(missing)} feature shards are missing ({missing[0]}...); rerun to resume")
     index = {"feature_extractor": extractor.id, "feature_dim": extractor.dim, "count": count, "shards": names}
     tmp = out / "index.json.tmp"
     tmp.write_text(json.dumps(index, indent=1))
     os.replace(tmp, out / "index.json")
-    return True
 
 
 def _read_shard(path: Path) -> tuple[list[str], np.ndarray, str]:
