@@ -212,6 +212,15 @@ class KuboClient:
         params = {"arg": cid} if cid else {}
         return {k: v["Type"] for k, v in (self._call("pin/ls", params)["Keys"] or {}).items()}
 
+    def pin_remote_services(self) -> list[str]:
+        """Names of the remote pinning services this node knows (``ipfs pin remote service ls``)."""
+        return [s["Service"] for s in (self._call("pin/remote/service/ls") or {}).get("RemoteServices") or []]
+
+    def pin_remote_add(self, cid: str, *, service: str, name: str = "") -> dict[str, Any]:
+        """``ipfs pin remote add --service=NAME`` (IPFS Pinning Service API): returns once the service
+        reports the pin ``pinned``, as ``{"Cid", "Name", "Status"}``."""
+        return self._call("pin/remote/add", {"arg": cid, "service": service, "name": name, "background": "false"})
+
     # --- keys and IPNS --------------------------------------------------------------------------
 
     def key_list(self) -> dict[str, str]:
