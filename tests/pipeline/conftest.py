@@ -30,9 +30,10 @@ def train_tiny(digits: Path, out: Path, objective: str, schedule: str, cluster: 
     from hddm_p2p.train.loop import TrainConfig
     from hddm_p2p.train.objectives import ObjectiveConfig
 
+    job_kw = {"resolution": 8, **job_kw}
     job = ExpertJob(data=str(digits), out=out, objective=ObjectiveConfig(objective, schedule),
                     train=TrainConfig(steps=steps, batch_size=16, lr=1e-3, warmup_steps=1, ckpt_every=10**9),
-                    arch="tiny", resolution=8, name=out.name,
+                    arch="tiny", name=out.name,
                     assignments=clusters / "assignments.json" if clusters else None, cluster_id=cluster, **job_kw)
     return train_expert(job, show_progress=False)
 
