@@ -63,6 +63,11 @@ class ClipScorer:
         return next(self.model.parameters()).device
 
     def __call__(self, images: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        """CLIP scores (B,) = 100 · max(cos, 0)."""
+        return 100.0 * self.cosine(images, texts).clamp(min=0)
+
+    def cosine(self, images: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        """Cosine similarity (B,) between each image embedding and its prompt's text embedding."""
         if images.ndim != 4 or images.shape[0] != len(texts):
             raise ShapeError(f"{tuple(images.shape)} images for {len(texts)} prompts; give one prompt per image")
         inputs = self.processor(text=list(texts), images=list(images.cpu()), return_tensors="pt", padding=True,
@@ -70,8 +75,7 @@ class ClipScorer:
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         with torch.inference_mode():
             out = self.model(**inputs)
-        cos = torch.nn.functional.cosine_similarity(out.image_embeds, out.text_embeds, dim=-1)  # (B,)
-        return 100.0 * cos.clamp(min=0).float().cpu()
+        return torch.nn.functional.cosine_similarity(out.image_embeds, out.text_embeds, dim=-1).float().cpu()
 
 
 def clip_score(scorer: ClipScorer, batches: Iterable[tuple[torch.Tensor, Sequence[str]]]) -> tuple[float, float, int]:

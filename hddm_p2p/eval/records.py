@@ -40,15 +40,18 @@ def _fmt(x: Any) -> str:
 
 
 def records_table(records: Iterable[dict[str, Any]], title: str = "evaluation") -> Table:
-    """A rich table: metric, value (± std), extractor, its test accuracy, sample counts."""
-    t = Table(title=title)
-    for col in ("metric", "value", "extractor", "extractor test acc.", "n", "data"):
-        t.add_column(col, justify="right" if col in ("value", "n", "extractor test acc.") else "left",
-                     overflow="fold")
+    """A rich table: metric, value (± std), extractor id, its test accuracy, sample counts; data in the caption."""
+    records = list(records)
+    data = sorted({" vs ".join(str(r[k]) for k in ("gen", "ref") if r.get(k)) for r in records} - {""})
+    t = Table(title=title, caption="; ".join(data) or None)
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_column("extractor", no_wrap=True)
+    t.add_column("extractor test acc.", justify="right")
+    t.add_column("n", justify="right")
     for r in records:
         value = _fmt(r["value"]) + (f" ± {_fmt(r['std'])}" if r.get("std") is not None else "")
         n = "/".join(str(r[k]) for k in ("n_gen", "n_ref", "n", "n_groups") if r.get(k) is not None)
-        data = " vs ".join(str(r[k]) for k in ("gen", "ref") if r.get(k))
         acc = r.get("extractor_test_accuracy")
-        t.add_row(r["metric"], value, r["extractor"], f"{acc:.2%}" if acc is not None else "–", n, data)
+        t.add_row(r["metric"], value, r["extractor"], f"{acc:.2%}" if acc is not None else "–", n)
     return t
