@@ -15,7 +15,7 @@ Names accepted by :func:`get_extractor`::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -26,11 +26,13 @@ EXTRACTOR_NAMES = ("inception", "inception:PATH", "classifier:PATH")
 
 @runtime_checkable
 class FeatureExtractor(Protocol):
-    """``extractor(images uint8 (B,3,H,W)) -> features float32 (B, dim)``, identified by ``id``."""
+    """``extractor(images uint8 (B,3,H,W)) -> features float32 (B, dim)``, identified by ``id``.
+
+    An optional ``info`` dict (e.g. ``{"test_accuracy": 0.91}``) is copied into statistics and records.
+    """
 
     id: str
     dim: int
-    info: dict[str, Any]
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
 

@@ -92,7 +92,7 @@ def compute_stats(extractor: FeatureExtractor, images: Iterable[torch.Tensor], *
             with torch.inference_mode():
                 acc.update(extractor(batch))
             bar.advance(task, batch.shape[0])
-    return acc.stats(extractor.id, {**extractor.info, **(info or {})})
+    return acc.stats(extractor.id, {**getattr(extractor, "info", {}), **(info or {})})
 
 
 def sample_size_warnings(stats: Stats, name: str) -> list[str]:

@@ -132,11 +132,13 @@ def group_by_label(pairs: Iterable[tuple[torch.Tensor, int | None]], per_group: 
 GROUPINGS = ("subdirs", "label", "chunk:N")
 
 
-def load_groups(source: str | Path, grouping: str, per_group: int | None = None) -> dict[str, torch.Tensor]:
+def load_groups(source: str | Path, grouping: str, per_group: int | None = None,
+                limit: int | None = None) -> dict[str, torch.Tensor]:
     """Images of ``source`` split into groups (one per prompt/class): {name: uint8 (n, 3, H, W)}.
 
     ``subdirs``: each immediate subdirectory is a group; ``label``: the class label of each shard sample;
     ``chunk:N``: consecutive runs of N images in file order (e.g. N samples per prompt, prompt-major).
+    ``limit`` reads only the first images of ``source`` (label grouping otherwise reads it all).
     """
     kind, _, arg = grouping.partition(":")
     if kind == "subdirs":
@@ -145,12 +147,12 @@ def load_groups(source: str | Path, grouping: str, per_group: int | None = None)
             raise DataError(f"--groups subdirs needs subdirectories of images in {str(source)!r}")
         return {p.name: load_all(p, per_group) for p in subs}
     if kind == "label":
-        groups = group_by_label(iter_labeled(source), per_group or 10**9)
+        groups = group_by_label(iter_labeled(source, limit), per_group or 10**9)
         if not groups:
             raise DataError(f"--groups label needs class labels (.cls members) in {str(source)!r}")
         return {str(k): v for k, v in groups.items()}
     if kind == "chunk" and arg.isdigit() and int(arg) >= 2:
-        x, n = load_all(source), int(arg)
+        x, n = load_all(source, limit), int(arg)
         if x.shape[0] % n:
             raise DataError(f"{x.shape[0]} images do not split into groups of {n}; check --groups chunk:N")
         return {str(g): x[g * n:(g + 1) * n][:per_group] for g in range(x.shape[0] // n)}
