@@ -74,8 +74,9 @@ def test_full_disk_during_cache_write(mechanism, hddm_home, tmp_path, monkeypatc
         limit = {} if mechanism == "tmpfs" else {"preexec_fn": _limit_file_size(2 * MIB)}
         code, _, err = finish(hddm("fetch", res.cid, "--no-progress", **limit))
         assert code == 1 and "Traceback" not in err, err
-        assert ("No space left" if mechanism == "tmpfs" else "File too large") in err and len(err.strip().splitlines()) == 1
-        assert visible_files(Cache().root) == [] and TrustStore().highest(res.manifest.publisher, res.manifest.slot) is None
+        assert ("No space left" if mechanism == "tmpfs" else "File too large") in err
+        assert len(err.strip().splitlines()) == 1 and visible_files(Cache().root) == []
+        assert TrustStore().highest(res.manifest.publisher, res.manifest.slot) is None
         if mechanism == "tmpfs":
             subprocess.run(["mount", "-o", "remount,size=32m", str(home)], check=True)  # space freed
         _, paths = fetch_manifest(LocalStore(), res.cid, progress=False)  # the same fetch, run again
