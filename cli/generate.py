@@ -34,6 +34,9 @@ def generate(
     dtype: Annotated[str, Opt("--dtype", help="fp32 | bf16 (expert weights and activations).")] = "fp32",
     offload: Annotated[bool, Opt("--offload", help="Keep experts on the CPU; move one to --device only "
                                  "while it runs.")] = False,
+    devices: Annotated[Optional[str], Opt("--devices", help="Expert-parallel: place the experts across these "
+                                          "devices (e.g. cuda:0,cuda:1) by size; sampling stays on --device.")] = None,
+    expert_parallel: Annotated[bool, Opt("--expert-parallel", help="Like --devices with every visible GPU.")] = False,
     batch_size: Annotated[int, Opt("--batch-size", help="Samples per batch (does not change the images).")] = 64,
     force: Annotated[bool, Opt("--force", help="Replace --out if it exists.")] = False,
     no_progress: Annotated[bool, Opt("--no-progress", help="Hide progress bars.")] = False,
@@ -46,18 +49,20 @@ def generate(
     Example: hddm generate --ensemble ensemble.lock.json --n 64 --steps 30 --solver heun --mode top-k --k 2 --seed 0 --out samples/
     """
     from hddm_p2p.pipeline.generate import GenerateConfig, generate as run
+    from hddm_p2p.pipeline.placement import parse_devices
 
     res = run(GenerateConfig(ensemble=ensemble, out=out, n=n, steps=steps, solver=solver, mode=mode, k=k,
                              threshold=threshold, cfg=cfg, seed=seed, prompt=prompt, class_id=class_id, device=device,
-                             dtype=dtype, offload=offload, batch_size=batch_size, force=force,
+                             dtype=dtype, offload=offload,
+                             devices=parse_devices(devices, expert_parallel), batch_size=batch_size, force=force,
                              progress=not no_progress))
     if as_json:
         print(json.dumps(res.to_json()))
         return
-    table = Table("expert", "objective", "schedule", "mean weight", "calls", "samples run", "loaded",
+    table = Table("expert", "objective", "schedule", "mean weight", "calls", "samples run", "loaded", "device",
                   title=f"{n} samples in {res.seconds:.1f}s · router {res.router} · {mode}")
     for e, w in zip(res.experts, res.usage):
         table.add_row(e["name"], e["objective"], e["schedule"], f"{w:.3f}", str(e["calls"]),
-                      str(e["rows"]), "yes" if e["loaded"] else "no")
+                      str(e["rows"]), "yes" if e["loaded"] else "no", e["device"])
     console.print(table)
     console.print(f"wrote [bold]{res.out}[/]: samples/, grid.png, usage.png, usage.json, generate.json")

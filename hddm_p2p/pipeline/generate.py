@@ -51,6 +51,7 @@ class GenerateConfig:
     device: str = "cpu"
     dtype: str = "fp32"
     offload: bool = False
+    devices: tuple[str, ...] | None = None  # expert-parallel: experts placed across these (see placement.py)
     batch_size: int = 64
     force: bool = False
     progress: bool = True
@@ -69,6 +70,8 @@ class GenerateConfig:
             raise SpecError("pass either --prompt or --class, not both")
         if self.threshold is not None and not 0 <= self.threshold <= 1:
             raise SpecError(f"--threshold must be in [0, 1], got {self.threshold}")
+        if self.devices is not None and self.offload:
+            raise SpecError("--offload and --devices do not combine: offload keeps experts on the CPU; choose one")
         if Path(self.out).exists() and not self.force:
             raise SpecError(f"{self.out} already exists; choose another --out or pass --force to replace it")
 
@@ -138,11 +141,21 @@ def _publish_dir(tmp: Path, out: Path, force: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _ensemble(loaded: LoadedEnsemble, cfg: GenerateConfig):
+    """The lock's Ensemble; with ``cfg.devices`` its experts run on the devices ``loaded.placement`` chose."""
+    if cfg.devices is None:
+        return loaded.ensemble(cfg.mode, cfg.k)
+    from hddm_p2p.diffusion import Ensemble
+    from hddm_p2p.pipeline.placement import place_experts
+
+    placed, loaded.placement = place_experts(loaded.experts, cfg.devices, cfg.device)
+    return Ensemble(list(zip(placed, loaded.specs)), loaded.router, mode=cfg.mode, k=cfg.k)
+
+
 def _sample_all(loaded: LoadedEnsemble, cfg: GenerateConfig, tmp: Path, recorder: UsageRecorder) -> torch.Tensor:
     space = loaded.data_space
     shape = (space.channels, space.resolution, space.resolution)
-    ens, cond_fn, decode = loaded.ensemble(cfg.mode, cfg.k), make_condition(loaded, cfg, cfg.device), \
-        Decoder(space, cfg.device)
+    ens, cond_fn, decode = _ensemble(loaded, cfg), make_condition(loaded, cfg, cfg.device), Decoder(space, cfg.device)
     images = []
     with Progress(transient=True, disable=not cfg.progress) as bar:
         task = bar.add_task("sampling", total=cfg.n)
@@ -161,13 +174,14 @@ def _sample_all(loaded: LoadedEnsemble, cfg: GenerateConfig, tmp: Path, recorder
 def _record(loaded: LoadedEnsemble, cfg: GenerateConfig, seconds: float) -> dict[str, Any]:
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k not in ("force", "progress")}
     return {"settings": settings, "lock_sha256": loaded.lock_sha256, "router": loaded.router_label,
-            "experts": expert_stats(loaded), "seconds": round(seconds, 3), "torch": torch.__version__}
+            "experts": expert_stats(loaded), "seconds": round(seconds, 3), "torch": torch.__version__,
+            "placement": None if getattr(loaded, "placement", None) is None else loaded.placement.to_json()}
 
 
 def expert_stats(loaded: LoadedEnsemble) -> list[dict[str, Any]]:
     return [{"name": m.name, "manifest_cid": mem.manifest_cid, "objective": m.objective, "prediction": m.prediction,
              "schedule": m.schedule, "loaded": e.loaded, "loads": e.loads, "calls": e.calls, "rows": e.rows,
-             "moves": e.moves}
+             "moves": e.moves, "device": str(e.device)}
             for m, mem, e in zip(loaded.manifests, loaded.lock.members, loaded.experts)]
 
 
