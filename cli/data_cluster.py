@@ -31,11 +31,21 @@ def cluster(
     """Cluster images by their features; rerun the same command to resume an interrupted extraction.
 
     Example: hddm data cluster --data 'cifar10/train-*.tar.gz' --k 8 --levels 64:8 --features pixels --out clusters
+
+    Under torchrun the processes share the feature extraction: torchrun --nproc_per_node 2 -m hddm_p2p.cli data cluster ...
     """
     from hddm_p2p.cluster import ClusterJob, run_clustering
+    from hddm_p2p.train.distributed import device_for, init_distributed, shutdown
 
-    job = ClusterJob(data, out, k, features, levels, seed, device, shard_size, batch_size, limit)
-    summary = run_clustering(job, progress=not as_json)
+    d = init_distributed(device)  # under torchrun: ranks share the feature extraction (see run_clustering)
+    try:
+        job = ClusterJob(data, out, k, features, levels, seed, device_for(device, d.local_rank), shard_size,
+                         batch_size, limit)
+        summary = run_clustering(job, progress=not as_json and d.main, dist=d)
+    finally:
+        shutdown(d)
+    if not d.main:
+        return
     if as_json:
         print(json.dumps({k: v for k, v in summary.items() if k != "job"}))
         return

@@ -27,16 +27,26 @@ def data_encode_cmd(
     """Encode images to scaled VAE latents in safetensors shards (OUT/latents-*.safetensors + OUT/latents.json).
 
     Example: hddm data encode --data 'laion/{00000..00099}.tar' --out latents/ --vae stabilityai/sd-vae-ft-mse
+
+    Under torchrun the processes share the encoding: torchrun --nproc_per_node 2 -m hddm_p2p.cli data encode ...
     """
     import torch
     from rich.progress import Progress
 
     from hddm_p2p.train.data import Filter
+    from hddm_p2p.train.distributed import device_for, init_distributed, shutdown
     from hddm_p2p.train.encode import encode_dataset
 
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    with Progress(console=console) as bar:
-        task = bar.add_task("encode", total=limit)
-        path = encode_dataset(data, Path(out), vae, image_resolution, batch_size, shard_size, dev, Filter(limit=limit),
-                              progress=lambda n: bar.advance(task, n))
+    d = init_distributed(dev)  # under torchrun: rank r encodes shards i ≡ r (mod world); rank 0 writes the index
+    try:
+        with Progress(console=console, disable=not d.main) as bar:
+            task = bar.add_task("encode", total=limit)
+            path = encode_dataset(data, Path(out), vae, image_resolution, batch_size, shard_size,
+                                  device_for(dev, d.local_rank), Filter(limit=limit),
+                                  progress=lambda n: bar.advance(task, n), dist=d)
+    finally:
+        shutdown(d)
+    if not d.main:
+        return
     console.print(f"latents written to [bold]{path}[/]")

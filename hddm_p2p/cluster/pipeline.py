@@ -20,6 +20,7 @@ from hddm_p2p.cluster.extract import FeatureSet, extract_features, load_features
 from hddm_p2p.cluster.features import make_extractor
 from hddm_p2p.cluster.kmeans import KMeansConfig, cluster_features
 from hddm_p2p.errors import DataError
+from hddm_p2p.train.distributed import Dist
 
 
 @dataclass(frozen=True)
@@ -39,22 +40,27 @@ class ClusterJob:
     sheet_size: int = 64  # images per contact sheet
 
 
-def _features(job: ClusterJob, progress: bool, max_new_shards: int | None) -> FeatureSet | None:
+def _features(job: ClusterJob, progress: bool, max_new_shards: int | None, dist: Dist) -> FeatureSet | None:
     if Path(job.features).exists():
         return load_features(job.features)
     extractor = make_extractor(job.features, job.device)
     feat_dir = job.out / "features"
     done = extract_features(iter_samples(job.data, job.limit), extractor, feat_dir, shard_size=job.shard_size,
-                            batch_size=job.batch_size, max_new_shards=max_new_shards, progress=progress)
-    return load_features(feat_dir) if done else None
+                            batch_size=job.batch_size, max_new_shards=max_new_shards, progress=progress,
+                            dist=dist)
+    return load_features(feat_dir) if done and dist.main else None
 
 
-def run_clustering(job: ClusterJob, progress: bool = True, max_new_shards: int | None = None) -> dict | None:
-    """Run ``job``; returns the summary dict, or None if stopped early by ``max_new_shards`` (rerun resumes)."""
+def run_clustering(job: ClusterJob, progress: bool = True, max_new_shards: int | None = None,
+                   dist: Dist = Dist()) -> dict | None:
+    """Run ``job``; returns the summary dict, or None if stopped early by ``max_new_shards`` (rerun resumes).
+
+    Under ``torchrun`` (``dist`` from ``init_distributed``) the ranks extract features in alternate shards;
+    rank 0 alone then clusters and writes (the other ranks return None)."""
     config = KMeansConfig.from_levels(job.levels, job.k, job.seed)  # bad flags fail before any work
     resolve(job.data)  # so does a missing data path
     job.out.mkdir(parents=True, exist_ok=True)
-    fs = _features(job, progress, max_new_shards)
+    fs = _features(job, progress, max_new_shards, dist)
     if fs is None:
         return None
     if len(set(fs.keys)) != len(fs.keys):

@@ -22,6 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from hddm_p2p.errors import DataError
+from hddm_p2p.train.distributed import Dist
 from hddm_p2p.train.data import Filter, InMemoryData, atomic_write_bytes, iter_samples, resolve_source
 from hddm_p2p.train.vae import encode, get_vae, vae_description
 
@@ -35,34 +36,66 @@ def _write_shard(path: Path, latents: list, labels: list, keys: list, captions: 
     os.replace(tmp, path)
 
 
+class _Shards:
+    """Buffers rows into shards of ``shard_size``; encodes and writes only the shards this rank owns
+    (shard i belongs to rank i mod world), while every rank keeps the same count of all shards."""
+
+    def __init__(self, out: Path, vae, batch_size: int, shard_size: int, dist: Dist):
+        self.out, self.vae, self.batch_size, self.shard_size, self.dist = out, vae, batch_size, shard_size, dist
+        self.names: list[str] = []
+        self.rows = 0  # rows of the current shard, owned or not
+        self.buf, self.batch = ([], [], [], []), ([], [], [], [])
+
+    @property
+    def mine(self) -> bool:
+        return len(self.names) % self.dist.world == self.dist.rank
+
+    def add(self, img, label, key, caption) -> None:
+        self.rows += 1
+        if self.mine:
+            for b, v in zip(self.batch, (img, label, key, caption)):
+                b.append(v)
+            if len(self.batch[0]) == self.batch_size:
+                self._flush_batch()
+        if self.rows >= self.shard_size:
+            self.flush()
+
+    def _flush_batch(self) -> None:
+        if self.batch[0]:
+            self.buf[0].append(encode(self.vae, torch.stack(self.batch[0]).float() / 127.5 - 1).cpu())
+            for b, v in zip(self.buf[1:], self.batch[1:]):
+                b.extend(v)
+            for b in self.batch:
+                b.clear()
+
+    def flush(self) -> None:
+        """Close the current shard (written if this rank owns it)."""
+        if not self.rows:
+            return
+        name = f"latents-{len(self.names):05d}.safetensors"
+        if self.mine:
+            self._flush_batch()
+            _write_shard(self.out / name, *self.buf)
+            for b in self.buf:
+                b.clear()
+        self.names.append(name)
+        self.rows = 0
+
+
 def encode_dataset(source: str, out: Path, vae_name: str, image_resolution: int = 256, batch_size: int = 32,
                    shard_size: int = 10_000, device: str = "cpu", flt: Filter = Filter(),
-                   progress: Callable[[int], None] | None = None) -> Path:
-    """Encode every readable image of ``source`` to latents under ``out``; returns ``out``."""
+                   progress: Callable[[int], None] | None = None, dist: Dist = Dist()) -> Path:
+    """Encode every readable image of ``source`` to latents under ``out``; returns ``out``.
+
+    Under ``torchrun`` (``dist`` from ``init_distributed``) every rank reads the same stream, rank r encodes
+    and writes shards i ≡ r (mod world), and rank 0 writes ``latents.json`` after a barrier: the directory
+    is the one a single process writes (latents equal up to float rounding of batched convolutions).
+    """
     kind, files = resolve_source(source)
     if kind == "latents":
         raise DataError(f"{source} already holds latents")
     out.mkdir(parents=True, exist_ok=True)
-    vae = get_vae(vae_name, device)
-    shards, buf, batch, count, skipped = [], ([], [], [], []), ([], [], [], []), 0, 0
-
-    def flush_batch():
-        if batch[0]:
-            buf[0].append(encode(vae, torch.stack(batch[0]).float() / 127.5 - 1).cpu())
-            for b, v in zip(buf[1:], batch[1:]):
-                b.extend(v)
-            for b in batch:
-                b.clear()
-
-    def flush_shard():
-        flush_batch()
-        if buf[1]:
-            name = f"latents-{len(shards):05d}.safetensors"
-            _write_shard(out / name, *buf)
-            shards.append(name)
-            for b in buf:
-                b.clear()
-
+    shards, count, skipped = _Shards(out, get_vae(vae_name, device), batch_size, shard_size, dist), 0, 0
     for key, decoded in iter_samples(kind, files, image_resolution):
         if progress:
             progress(1)
@@ -72,22 +105,21 @@ def encode_dataset(source: str, out: Path, vae_name: str, image_resolution: int 
         img, label, caption = decoded
         if not flt.keep(key, label):
             continue
-        for b, v in zip(batch, (img, label, key, caption)):
-            b.append(v)
+        shards.add(img, label, key, caption)
         count += 1
-        if len(batch[0]) == batch_size:
-            flush_batch()
-        if len(buf[1]) + len(batch[1]) >= shard_size:
-            flush_shard()
         if flt.limit is not None and count >= flt.limit:
             break
-    flush_shard()
+    shards.flush()
     if count == 0:
         raise DataError(f"no usable images in {source} ({skipped} skipped)")
-    first = safe_open(str(out / shards[0]), framework="pt").get_slice("latents").get_shape()
-    index = {"format": FORMAT, "vae": vae_description(vae_name, vae, image_resolution), "channels": first[1],
-             "resolution": first[2], "count": count, "skipped": skipped, "shards": shards, "source": source}
-    atomic_write_bytes(out / "latents.json", (json.dumps(index, indent=2) + "\n").encode())
+    dist.barrier()  # every rank's shards are on disk
+    if dist.main:
+        first = safe_open(str(out / shards.names[0]), framework="pt").get_slice("latents").get_shape()
+        index = {"format": FORMAT, "vae": vae_description(vae_name, shards.vae, image_resolution),
+                 "channels": first[1], "resolution": first[2], "count": count, "skipped": skipped,
+                 "shards": shards.names, "source": source}
+        atomic_write_bytes(out / "latents.json", (json.dumps(index, indent=2) + "\n").encode())
+    dist.barrier()  # no rank returns before latents.json exists
     return out
 
 
