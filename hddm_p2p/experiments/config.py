@@ -169,9 +169,9 @@ class ExperimentConfig:
 def expand_sweep(s: ThresholdSweep) -> list[EnsembleConfig]:
     """ThresholdRouter ensembles of one DDPM and one FM expert; ``fm-first`` = FM at high noise (t > τ)."""
     out = []
-    for order in s.orderings:
-        low, high = ((s.ddpm,), (s.fm,)) if order == "fm-first" else ((s.fm,), (s.ddpm,))
-        for tau in s.taus:
+    for tau in s.taus:  # τ-major, so a budget cut leaves both orderings measured at the smaller thresholds
+        for order in s.orderings:
+            low, high = ((s.ddpm,), (s.fm,)) if order == "fm-first" else ((s.fm,), (s.ddpm,))
             out.append(EnsembleConfig(f"{s.name}-{order}-tau{tau:g}", (s.ddpm, s.fm),
                                       RouterSpec("threshold", float(tau), low, high), mode="top-1",
                                       reference=s.reference, group=s.group))

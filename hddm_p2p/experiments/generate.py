@@ -39,16 +39,35 @@ def ddim_steps(cfg: ExperimentConfig) -> int:
     return s.ddim_steps or (2 * s.steps - 1 if s.solver == "heun" else s.steps)
 
 
+class Usage:
+    """Mean routing weight of each expert over every velocity evaluation and sample (the Ensemble callback)."""
+
+    def __init__(self, names: list[str]):
+        self.names, self.total, self.calls = names, None, 0
+
+    def __call__(self, info: dict) -> None:
+        w = info["weights"].float().mean(0)  # (K,)
+        self.total = w if self.total is None else self.total + w
+        self.calls += 1
+
+    def shares(self) -> dict[str, float]:
+        if self.total is None:
+            return {}
+        return {n: round(float(v), 4) for n, v in zip(self.names, (self.total / self.calls).cpu())}
+
+
 def make_sampler(e: EnsembleConfig, cfg: ExperimentConfig, experts: dict[str, TrainedExpert],
-                 learned_router=None) -> Callable[[Tensor], Tensor]:
-    """noise (B, 3, H, W) on the device → images in [−1, 1] (B, 3, H, W)."""
+                 learned_router=None) -> tuple[Callable[[Tensor], Tensor], Usage | None]:
+    """(noise (B, 3, H, W) on the device → images in [−1, 1], routing-usage record or None for DDIM)."""
     if e.sampler == "ddim":
         te = experts[e.experts[0]]
-        return lambda noise: sample_ddim(te.model, te.spec, noise, ddim_steps(cfg))
+        return (lambda noise: sample_ddim(te.model, te.spec, noise, ddim_steps(cfg))), None
     order = expert_order(e, cfg)
     ens = Ensemble([(experts[n].model, experts[n].spec) for n in order], ensemble_router(e, order, learned_router),
                    mode=e.mode, k=e.k, safeguards=True)
-    return lambda noise: ens.sample(noise, steps=cfg.sampling.steps, solver=cfg.sampling.solver)
+    usage = Usage(order)
+    return (lambda noise: ens.sample(noise, steps=cfg.sampling.steps, solver=cfg.sampling.solver,
+                                     callback=usage)), usage
 
 
 @torch.no_grad()

@@ -53,6 +53,8 @@ def summary_markdown(res: dict) -> str:
                 f" | {e['steps']} | {e['images_seen']:,} | {e['train_images']:,} | {e['final_loss']:.4f} | {e['wall_s']} |"
                 for e in res["experts"]]
         out.append("")
+    if res.get("router", {}).get("warning"):
+        out += [f"**Warning:** {res['router']['warning']}.", ""]
     rows = res.get("ensembles", [])
     for group in dict.fromkeys(r["group"] for r in rows):
         out += [f"## {group}", ""] + ensemble_table([r for r in rows if r["group"] == group], fd_name) + [""]

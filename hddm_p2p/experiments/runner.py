@@ -108,6 +108,7 @@ class Run:
             with self.phase("router"):
                 self.router, desc = train_cluster_router(cfg, self.train, self.clusters, self.out / "router", self.device)
                 self.res["router"] = {k: desc[k] for k in ("architecture", "training", "accuracy_by_t")}
+                self._check_router()
         if cfg.loss_curves.experts:
             with self.phase("loss_curves"):
                 self._loss_curves()
@@ -119,6 +120,17 @@ class Run:
         self._plots()
         self.save()
         return self.res
+
+    def _check_router(self) -> None:
+        """Flag a router no better than the majority class on clean held-out images: routed numbers then
+        measure whichever expert it prefers, not routing (seen on 2026-11-27 with 600 steps at lr 3e-4)."""
+        acc0 = self.res["router"]["accuracy_by_t"][0][1]
+        chance = self.res["router"]["training"]["majority_rate"]
+        if acc0 <= chance + 0.05:
+            msg = (f"router held-out accuracy at t=0 is {acc0:.3f}, not above the majority rate {chance:.3f}: "
+                   "it has not learned the clusters; routed configurations are not evidence about routing")
+            self.res["router"]["warning"] = msg
+            self.console.log(f"[yellow]warning:[/] {msg}")
 
     def _cluster(self) -> None:
         cfg = self.cfg
@@ -176,19 +188,19 @@ class Run:
             return {**row, "status": "skipped", "reason": f"time budget of {cfg.budget_s:.0f} s used up"}
         t = time.perf_counter()
         try:
-            fds, divs, class_std = self._sample_seeds(e)
+            fds, divs, class_std, usage = self._sample_seeds(e)
         except HddmError as err:
             self.console.log(f"[red]{e.name} failed:[/] {err}")
             return {**row, "status": "failed", "reason": str(err)}
         row.update(status="ok", fd=_stats(fds), diversity={**_stats(divs), "class_std": class_std},
-                   wall_s=round(time.perf_counter() - t, 2))
+                   expert_usage=usage, wall_s=round(time.perf_counter() - t, 2))
         self.console.log(f"{e.name}: {FD_METRIC} {row['fd']['mean']:.2f} ± {row['fd']['std']:.2f}, "
                          f"diversity {row['diversity']['mean']:.4f} ({row['wall_s']:.0f} s)")
         return row
 
-    def _sample_seeds(self, e: EnsembleConfig) -> tuple[list[float], list[float], list[float]]:
+    def _sample_seeds(self, e: EnsembleConfig) -> tuple[list[float], list[float], list[float], dict]:
         s = self.cfg.sampling
-        sampler = gen.make_sampler(e, self.cfg, self.experts, self.router)
+        sampler, usage = gen.make_sampler(e, self.cfg, self.experts, self.router)
         shape = tuple(self.train.x.shape[1:])
         fds, divs, class_std = [], [], []
         with self.bar() as bar:
@@ -202,7 +214,7 @@ class Run:
                 class_std.append(std)
                 if e.name not in self.sheet:
                     self.sheet[e.name] = imgs[:16]
-        return fds, divs, class_std
+        return fds, divs, class_std, usage.shares() if usage else {}
 
     def _plots(self) -> None:
         clf = self.res["classifier"]

@@ -41,6 +41,20 @@ def test_every_configuration_has_finite_numbers(toy_run):
         assert len(r["fd"]["per_seed"]) == 2 and all(math.isfinite(v) and v >= 0 for v in r["fd"]["per_seed"])
         assert 0 <= r["diversity"]["mean"] <= 2
     assert "6/6 configurations evaluated" in output
+    usage = {r["name"]: r["expert_usage"] for r in rows}
+    assert set(usage["hom-top2"]) == {"fm-c0", "fm-c1", "fm-c2", "fm-c3"}
+    assert sum(usage["hom-top2"].values()) == pytest.approx(1, abs=1e-3)
+    assert usage["c0-ddpm-native"] == {}  # DDIM: no routing
+    # Heun, 2 steps: velocities at t = 1, 0.5, 0.5 (the last step to t = 0 is Euler), all above τ = 0.3
+    assert usage["c0-fm-first-tau0.3"] == {"ddpm-c0": 0.0, "fm-c0": 1.0}
+    assert usage["c0-ddpm-first-tau0.3"] == {"ddpm-c0": 1.0, "fm-c0": 0.0}
+
+
+def test_a_router_at_chance_is_flagged(toy_run):
+    _, res, _ = toy_run
+    r = res["router"]
+    at_chance = r["accuracy_by_t"][0][1] <= r["training"]["majority_rate"] + 0.05
+    assert ("warning" in r) == at_chance
 
 
 def test_equal_compute_and_metric_provenance(toy_run):
