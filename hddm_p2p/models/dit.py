@@ -115,6 +115,7 @@ _SHAPES: dict[str, tuple[int, int, int, int]] = {
     "DiT-S/4": (384, 12, 6, 4),
     "DiT-B/4": (768, 12, 12, 4),
     "tiny": (64, 2, 4, 4),
+    "mini": (96, 3, 4, 2),  # small images (8×8 digits) on a CPU: 16 tokens at 8×8
 }
 PRESETS: dict[str, Callable[..., DiTConfig]] = {
     name: (lambda n=name, s=shape, **kw: DiTConfig(**{
