@@ -47,6 +47,8 @@ def train_expert_cmd(
     seed: Seed = 0,
     device: Device = "auto",
     resume: Annotated[bool, Opt("--resume", help="Continue from OUT/checkpoints/last.pt.")] = False,
+    fsdp: Annotated[bool, Opt("--fsdp", help="Under torchrun: shard the model over the processes (FSDP) "
+                              "instead of replicating it (DDP); checkpoints stay single-device.")] = False,
 ) -> None:
     """Train a DiT expert with one objective on one data partition; writes OUT/{model.safetensors, expert.json,
     metrics.jsonl}.
@@ -69,7 +71,8 @@ def train_expert_cmd(
         raise SpecError(f"--labels must be comma-separated integers, got {labels!r}") from None
     obj = ObjectiveConfig(objective, schedule, time_sampling, time_scale=time_scale, cond_dropout=cond_dropout)
     train = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup, ema_decay=ema_decay,
-                        ckpt_every=ckpt_every, log_every=log_every, seed=seed, device=dev, compile=compile)
+                        ckpt_every=ckpt_every, log_every=log_every, seed=seed, device=dev, compile=compile,
+                        fsdp=fsdp)
     job = ExpertJob(data=data, out=out, objective=obj, train=train, arch=arch, adaln=adaln, space=space,
                     resolution=resolution, condition=condition, text_encoder=text_encoder, init_from=init_from,
                     assignments=assignments, cluster_id=cluster, labels=keep, limit=limit, resume=resume, name=name,

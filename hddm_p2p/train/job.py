@@ -187,13 +187,14 @@ def _train_expert(job: ExpertJob, console, show_progress: bool, d: Dist) -> Path
             info = {} if loss is None else {"info": f"loss {loss:.4f} · {rate:.1f} img/s"}
             bar.update(task, completed=step, **info)
         result = trainer.run(tick)
+    ema = trainer.ema.state_dict()  # under FSDP a collective: every rank gathers, rank 0 gets the full tensors
     if d.main:
-        _write(job, cfg, obj, data, trainer, result, cluster, encoder)
+        _write(job, cfg, obj, data, ema, result, cluster, encoder)
     d.barrier()
     return Path(job.out)
 
 
-def _write(job, cfg, obj, data, trainer, result, cluster, encoder) -> Path:
+def _write(job, cfg, obj, data, ema, result, cluster, encoder) -> Path:
     space = data_space(job.space, cfg.input_size, cfg.in_channels, data.meta.get("vae"))
     cond = conditioning(cfg, data.meta.get("class_names"), encoder.description if encoder else None)
     name = job.name or f"{Path(job.out).name}"
@@ -201,4 +202,4 @@ def _write(job, cfg, obj, data, trainer, result, cluster, encoder) -> Path:
                 "final_loss": result.final_loss, "images_seen": result.images_seen,
                 "wall_time_s": round(result.wall_time_s, 3), "device": job.train.device, "dataset": job.data}
     desc = describe(name, obj, cfg, space, cond, cluster, training)
-    return write_expert_dir(Path(job.out), trainer.ema.state_dict(), cfg, desc)
+    return write_expert_dir(Path(job.out), ema, cfg, desc)

@@ -28,6 +28,7 @@ from torch import nn
 
 from hddm_p2p.errors import NumericalError, SpecError
 from hddm_p2p.train.data import Batch
+from hddm_p2p.train import fsdp
 from hddm_p2p.train.distributed import Dist
 from hddm_p2p.train.objectives import ObjectiveConfig, diffusion_loss
 
@@ -52,6 +53,7 @@ class TrainConfig:
     device: str = "cpu"
     compile: bool = False
     precision: str = "auto"         # "auto" = bf16 autocast on CUDA, fp32 elsewhere; "fp32" | "bf16"
+    fsdp: bool = False              # under torchrun: shard the model over the ranks (FSDP2) instead of DDP
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
@@ -78,10 +80,10 @@ class EMA:
         torch._foreach_lerp_(ema, cur, 1 - d)
 
     def state_dict(self) -> dict:
-        return self.module.state_dict()
+        return fsdp.model_state(self.module)  # full tensors; under FSDP a collective (all ranks call it)
 
     def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict(state)
+        fsdp.load_model_state(self.module, state)
 
 
 class _Stop:
@@ -139,25 +141,30 @@ class Trainer:
         self.model, self.source, self.obj, self.cfg, self.out = model.to(self.device), source, obj, cfg, Path(out)
         self.cond_fn = cond_fn
         self.ema = EMA(self.model, cfg.ema_decay)
+        self.dist = dist  # under torchrun: DDP (or FSDP with cfg.fsdp), rank 0 writes (hddm_p2p.train.distributed)
+        self.sharded = cfg.fsdp and dist.enabled
+        if self.sharded:  # model and EMA sharded alike, so the EMA update stays shard-local
+            fsdp.shard(self.model, self.device), fsdp.shard(self.ema.module, self.device)
         self.opt, self.sched = make_optimizer(self.model, cfg, self.device)
         self.gen = torch.Generator(self.device).manual_seed(cfg.seed)
         self.step, self.wall = 0, 0.0
-        self.dist = dist  # under torchrun: DDP, rank 0 writes (hddm_p2p.train.distributed)
-        self.forward = self.dist.wrap(self.model)
+        self.forward = self.model if self.sharded else self.dist.wrap(self.model)
         self.forward = torch.compile(self.forward) if cfg.compile else self.forward
 
     # -- checkpoints -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.opt.state_dict(),
+        """Full (single-device) state dicts; under FSDP a collective: every rank calls it, rank 0's is whole."""
+        return {"model": fsdp.model_state(self.model), "ema": self.ema.state_dict(),
+                "optimizer": fsdp.optim_state(self.model, self.opt),
                 "scheduler": self.sched.state_dict(), "step": self.step, "wall_time_s": self.wall,
                 "generator": self.gen.get_state(), "data": self.source.state_dict(), "config": asdict(self.cfg),
                 "objective": asdict(self.obj)}
 
-    def save_checkpoint(self) -> Path:
+    def save_checkpoint(self, state: dict | None = None) -> Path:
         path = self.out / CHECKPOINT
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        torch.save(self.state_dict(), tmp)
+        torch.save(self.state_dict() if state is None else state, tmp)
         os.replace(tmp, path)
         return path
 
@@ -170,9 +177,9 @@ class Trainer:
         if state["objective"] != asdict(self.obj):
             raise SpecError(f"checkpoint {path} was trained with {state['objective']}, not {asdict(self.obj)}; "
                             "use the same flags or another --out")
-        self.model.load_state_dict(state["model"])
+        fsdp.load_model_state(self.model, state["model"])
         self.ema.load_state_dict(state["ema"])
-        self.opt.load_state_dict(state["optimizer"])
+        fsdp.load_optim_state(self.model, self.opt, state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.gen.set_state(state["generator"].cpu())
         self.source.load_state_dict(state["data"])
@@ -227,8 +234,9 @@ class Trainer:
 
     def _checkpoint(self, wall: float) -> None:
         self.wall = wall  # training seconds over all sessions of this run
+        state = self.state_dict() if self.sharded else None  # FSDP: gathering the full state is a collective
         if self.dist.main:
-            self.save_checkpoint()
+            self.save_checkpoint(state)
         self.dist.barrier()
 
     def log_run_info(self, row: dict) -> None:
