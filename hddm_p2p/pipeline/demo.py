@@ -31,7 +31,10 @@ class DemoConfig:
     """Sizes chosen so the whole demo runs in a few minutes on a 2-core CPU; ``fast()`` is for tests."""
 
     out: Path = Path("demo-out")
-    arch: str = "tiny"
+    # "mini" (patch 2: 16 tokens of 2×2×3 values). "tiny" (patch 4: 4 tokens of 4×4×3 = 48 values through a
+    # 64-wide model) could not keep the noise's colour channels apart: an ε expert's chroma error, amplified
+    # by σ/α in x̂0 = (x − σε̂)/α, came out as coloured speckles on greyscale digits.
+    arch: str = "mini"
     steps: int = 600            # per expert
     batch_size: int = 64
     lr: float = 3e-3            # high for a tiny model and a short run
