@@ -1,7 +1,7 @@
 """Publish/fetch throughput: hddm's KuboStore and local CIDs beside the ``ipfs`` CLI on the same node.
 
-    python benchmarks/publish_fetch.py                     # 1 GiB safetensors file
-    python benchmarks/publish_fetch.py --size-mib 64 --out bench-out
+    python benchmarks/publish_fetch.py                     # 1 GiB safetensors file in /tmp, 3 rounds
+    python benchmarks/publish_fetch.py --size-mib 64 --repeat 1 --out bench-out
 
 On one loopback-only ``KuboNode`` (a fresh temp repo), with a generated safetensors file of ``--size-mib``:
 
@@ -9,8 +9,10 @@ On one loopback-only ``KuboNode`` (a fresh temp repo), with a generated safetens
 - add: ``KuboStore.add_file`` (streams over HTTP, hashes locally in the same read) vs ``ipfs add``;
 - fetch: ``KuboStore.download`` (``cat`` into ``.part``, CID verified before rename) vs ``ipfs cat > file``.
 
-Before each add the content is unpinned and garbage-collected, so both sides write every block.
-Prints a table, and writes ``publish_fetch.json`` and ``publish_fetch.png`` under ``--out``.
+Before each add the content is unpinned and garbage-collected, so both sides write every block. The machine
+may be shared: ``--repeat`` rounds run hddm and the CLI interleaved (who goes first alternates), and the
+table gives each tool's median MB/s with min and max, and hddm ÷ CLI as a ratio of medians.
+Prints the table, and writes ``publish_fetch.json`` and ``publish_fetch.png`` under ``--out``.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import struct
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -55,7 +59,8 @@ def timed(fn: Callable[[], str]) -> tuple[float, str]:
 
 def forget(node: KuboNode, cid: str) -> None:
     """Unpin and garbage-collect ``cid`` so the next add writes every block again."""
-    node.ipfs("pin", "rm", cid)
+    if cid in node.client.pin_ls():
+        node.ipfs("pin", "rm", cid)
     node.ipfs("repo", "gc", "--quiet")
 
 
@@ -65,41 +70,75 @@ def cli_cat(node: KuboNode, cid: str, dest: Path) -> str:
     return cid
 
 
-def run(size_mib: int, workdir: Path) -> list[dict]:
-    src = write_safetensors(workdir / "model.safetensors", size_mib)
-    size = src.stat().st_size
-    rows = []
+PAIRS = [("cid", "hddm hash_file", "ipfs add --only-hash"), ("add", "KuboStore.add_file", "ipfs add"),
+         ("fetch", "KuboStore.download", "ipfs cat")]
 
-    def row(task: str, tool: str, seconds: float, cid: str) -> None:
-        rows.append({"task": task, "tool": tool, "seconds": seconds, "MB_per_s": size / 1e6 / seconds, "cid": cid})
 
+def one_round(node: KuboNode, store: KuboStore, src: Path, workdir: Path, ours_first: bool) -> list[tuple[str, float, str]]:
+    """Each task once by hddm and once by the ipfs CLI (order alternating between rounds): (tool, seconds, cid)."""
+    out: list[tuple[str, float, str]] = []
+
+    def pair(ours: Callable[[], str], theirs: Callable[[], str], before: Callable[[], None] = lambda: None) -> None:
+        jobs = [(PAIRS[len(out) // 2][1], ours), (PAIRS[len(out) // 2][2], theirs)]
+        for tool, fn in jobs if ours_first else jobs[::-1]:
+            before()
+            out.append((tool, *timed(fn)))
+
+    cid = hash_file(src).cid
+    pair(lambda: hash_file(src).cid, lambda: node.ipfs("add", "--only-hash", *ADD_FLAGS, str(src)).strip())
+    pair(lambda: store.add_file(src).cid, lambda: node.ipfs("add", *ADD_FLAGS, str(src)).strip(),
+         before=lambda: forget(node, cid))  # every add writes every block
+    for name in ("a.bin", "b.bin"):
+        (workdir / name).unlink(missing_ok=True)
+    pair(lambda: store.download(cid, workdir / "a.bin", progress=False).cid,
+         lambda: cli_cat(node, cid, workdir / "b.bin"))
+    return out
+
+
+def run(src: Path, workdir: Path, repeat: int) -> list[dict]:
+    size, rows = src.stat().st_size, []
     with KuboNode(name="bench") as node:
-        store = KuboStore(node.api)
-        row("cid", "hddm hash_file", *timed(lambda: hash_file(src).cid))
-        row("cid", "ipfs add --only-hash", *timed(lambda: node.ipfs("add", "--only-hash", *ADD_FLAGS, str(src)).strip()))
-        row("add", "KuboStore.add_file", *timed(lambda: store.add_file(src).cid))
-        forget(node, rows[-1]["cid"])
-        row("add", "ipfs add", *timed(lambda: node.ipfs("add", *ADD_FLAGS, str(src)).strip()))
-        cid = rows[-1]["cid"]
-        row("fetch", "KuboStore.download", *timed(lambda: store.download(cid, workdir / "a.bin", progress=False).cid))
-        row("fetch", "ipfs cat", *timed(lambda: cli_cat(node, cid, workdir / "b.bin")))
+        store = KuboStore(node.api, timeout=600)
+        for r in range(repeat):
+            for tool, seconds, cid in one_round(node, store, src, workdir, ours_first=r % 2 == 0):
+                task = next(t for t, *tools in PAIRS if tool in tools)
+                rows.append({"round": r, "task": task, "tool": tool, "seconds": seconds,
+                             "MB_per_s": size / 1e6 / seconds, "cid": cid})
     if len({r["cid"] for r in rows}) != 1:
         raise SystemExit(f"CIDs disagree: {[(r['tool'], r['cid']) for r in rows]}")
     return rows
 
 
-def plot(rows: list[dict], size_mib: int, path: Path) -> None:
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per tool: median MB/s and its spread over rounds; per task: hddm ÷ CLI (ratio of medians, and per round)."""
+    out = []
+    for task, ours, theirs in PAIRS:
+        speeds = {t: [r["MB_per_s"] for r in rows if r["tool"] == t] for t in (ours, theirs)}
+        per_round = [a / b for a, b in zip(speeds[ours], speeds[theirs])]
+        for tool in (ours, theirs):
+            out.append({"task": task, "tool": tool, "median_MB_per_s": statistics.median(speeds[tool]),
+                        "min_MB_per_s": min(speeds[tool]), "max_MB_per_s": max(speeds[tool]),
+                        "ratio_vs_cli": statistics.median(speeds[ours]) / statistics.median(speeds[theirs])
+                        if tool == ours else 1.0,
+                        "round_ratios": [round(x, 3) for x in per_round] if tool == ours else []})
+    return out
+
+
+def plot(summary: list[dict], size_mib: float, repeat: int, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    labels = [f"{r['task']}: {r['tool']}" for r in rows]
-    colors = ["tab:blue" if i % 2 == 0 else "tab:gray" for i in range(len(rows))]
-    ax.barh(labels[::-1], [r["MB_per_s"] for r in rows][::-1], color=colors[::-1])
-    ax.set_xlabel("MB/s (higher is better)")
-    ax.set_title(f"{size_mib} MiB safetensors file, one loopback Kubo node\nblue: hddm, grey: ipfs CLI", fontsize=10)
+    rows = summary[::-1]
+    med = [r["median_MB_per_s"] for r in rows]
+    err = [[m - r["min_MB_per_s"] for m, r in zip(med, rows)], [r["max_MB_per_s"] - m for m, r in zip(med, rows)]]
+    colors = ["tab:gray" if r["tool"].startswith("ipfs") else "tab:blue" for r in rows]
+    ax.barh([f"{r['task']}: {r['tool']}" for r in rows], med, xerr=err, color=colors, capsize=3)
+    ax.set_xlabel(f"MB/s, median of {repeat} interleaved rounds (bars: min–max)")
+    ax.set_title(f"{size_mib:.0f} MiB safetensors file, one loopback Kubo node\nblue: hddm, grey: ipfs CLI",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -108,23 +147,29 @@ def plot(rows: list[dict], size_mib: int, path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024, help="size of the generated safetensors file")
+    parser.add_argument("--file", type=Path, help="benchmark this existing file instead of generating one")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds (report medians and spreads)")
     parser.add_argument("--out", type=Path, default=Path("bench-out"), help="where the JSON and PNG go")
+    parser.add_argument("--workdir", type=Path, default=None, help="scratch directory (default: a temp dir in /tmp)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    work = args.out / "work"
-    work.mkdir(exist_ok=True)
-    try:
-        rows = run(args.size_mib, work)
-    finally:
-        for f in work.glob("*"):
-            f.unlink()
-        work.rmdir()
-    print(f"{'task':6} {'tool':24} {'seconds':>9} {'MB/s':>9}")
-    for r in rows:
-        print(f"{r['task']:6} {r['tool']:24} {r['seconds']:9.3f} {r['MB_per_s']:9.1f}")
+    with tempfile.TemporaryDirectory(prefix="hddm-bench-", dir=args.workdir) as tmp:
+        work = Path(tmp)
+        src = args.file or write_safetensors(work / "model.safetensors", args.size_mib)
+        rows = run(src, work, args.repeat)
+        size_mib = src.stat().st_size / MiB
+    summary = summarize(rows)
+    print(f"{size_mib:.0f} MiB, {args.repeat} interleaved rounds; MB/s per round in order")
+    print(f"{'task':6} {'tool':22} {'median':>8} {'min':>8} {'max':>8} {'hddm/cli':>9}  rounds")
+    for r in summary:
+        rounds = [f"{x['MB_per_s']:.0f}" for x in rows if x["tool"] == r["tool"]]
+        ratio = f"{r['ratio_vs_cli']:.2f}×" if r["round_ratios"] else ""
+        print(f"{r['task']:6} {r['tool']:22} {r['median_MB_per_s']:8.1f} {r['min_MB_per_s']:8.1f} "
+              f"{r['max_MB_per_s']:8.1f} {ratio:>9}  {' '.join(rounds)}")
     print(f"cid {rows[0]['cid']}")
-    (args.out / "publish_fetch.json").write_text(json.dumps({"size_mib": args.size_mib, "rows": rows}, indent=2))
-    plot(rows, args.size_mib, args.out / "publish_fetch.png")
+    result = {"size_bytes": int(size_mib * MiB), "repeat": args.repeat, "summary": summary, "rows": rows}
+    (args.out / "publish_fetch.json").write_text(json.dumps(result, indent=2))
+    plot(summary, size_mib, args.repeat, args.out / "publish_fetch.png")
 
 
 if __name__ == "__main__":

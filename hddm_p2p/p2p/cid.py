@@ -12,6 +12,7 @@ The profile (Kubo ≥ 0.38, ``ipfs add --profile unixfs-v1-2025``) imports a fil
 
 ``UnixfsHasher`` builds the DAG incrementally, keeping only the pending links of each level
 (≤ 1024 × depth), so memory is constant and a file is read once; the same pass yields sha256 and size.
+``hash_file`` runs the whole-file sha256 and the leaf hashes on two threads (``hddm_p2p.p2p.hashing``).
 
 >>> cid_of_bytes(b"")
 'bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku'
@@ -20,6 +21,7 @@ The profile (Kubo ≥ 0.38, ``ipfs add --profile unixfs-v1-2025``) imports a fil
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -112,36 +114,37 @@ def _cid(codec: str, block: bytes) -> bytes:
 # --- the balanced DAG, built while streaming -------------------------------------------------
 
 @dataclass
-class UnixfsHasher:
-    """Feed bytes with ``update``; ``finalize`` returns the ``FileDigest``. Single use."""
+class _DagBuilder:
+    """The leaf hashes and the pending links of each level (≤ ``max_links`` × depth): the CID side of a hasher."""
 
-    profile: ImportProfile = UNIXFS_V1_2025
-    _buf: bytearray = field(default_factory=bytearray)
+    profile: ImportProfile
+    _buf: bytearray = field(default_factory=bytearray)  # a partial chunk carried to the next ``update``
     _levels: list[list[_Link]] = field(default_factory=lambda: [[]])  # pending links per depth, leaves at 0
-    _sha: "hashlib._Hash" = field(default_factory=hashlib.sha256)
-    _size: int = 0
     _leaves: int = 0
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
-        self._sha.update(data)
-        self._size += len(data)
-        chunk = self.profile.chunk_size
-        if not self._buf and len(data) == chunk:  # the common aligned read: no copy
-            self._leaf(bytes(data))
-            return
-        self._buf += data
-        while len(self._buf) >= chunk:
-            self._leaf(bytes(self._buf[:chunk]))
-            del self._buf[:chunk]
+        """Cut ``data`` into leaves; whole chunks are hashed straight from ``data`` (no copy)."""
+        view, chunk, i = memoryview(data).cast("B"), self.profile.chunk_size, 0
+        if self._buf:
+            i = min(chunk - len(self._buf), len(view))
+            self._buf += view[:i]
+            if len(self._buf) < chunk:
+                return
+            self._leaf(self._buf)
+            self._buf = bytearray()
+        while len(view) - i >= chunk:
+            self._leaf(view[i:i + chunk])
+            i += chunk
+        self._buf += view[i:]
 
-    def finalize(self) -> FileDigest:
-        if self._buf or self._leaves == 0:  # last partial chunk; an empty file is one empty raw leaf
-            self._leaf(bytes(self._buf))
-            self._buf.clear()
-        root = self._collapse()
-        return FileDigest(str(CID.decode(root.cid).encode("base32")), self._sha.hexdigest(), self._size)
+    def finish(self) -> str:
+        """The root CID (base32 text). The last partial chunk is a leaf; an empty file is one empty raw leaf."""
+        if self._buf or self._leaves == 0:
+            self._leaf(self._buf)
+            self._buf = bytearray()
+        return str(CID.decode(self._collapse().cid).encode("base32"))
 
-    def _leaf(self, chunk: bytes) -> None:
+    def _leaf(self, chunk: bytes | bytearray | memoryview) -> None:
         self._leaves += 1
         self._push(0, _Link(_cid(RAW, chunk), len(chunk), len(chunk)))
 
@@ -177,25 +180,44 @@ class UnixfsHasher:
         return _Link(_cid(DAG_PB, block), tsize, sum(c.filesize for c in children))
 
 
+class UnixfsHasher:
+    """Feed bytes with ``update``; ``finalize`` returns the ``FileDigest``. Single use, one thread.
+
+    For large inputs ``ParallelHasher`` (``hddm_p2p.p2p.hashing``) computes the same on two threads."""
+
+    def __init__(self, profile: ImportProfile = UNIXFS_V1_2025):
+        self.profile = profile
+        self._dag, self._sha, self._size = _DagBuilder(profile), hashlib.sha256(), 0
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        self._sha.update(data)
+        self._size += len(data)
+        self._dag.update(data)
+
+    def finalize(self) -> FileDigest:
+        return FileDigest(self._dag.finish(), self._sha.hexdigest(), self._size)
+
+
 # --- public helpers ---------------------------------------------------------------------------
 
 def hash_stream(stream: BinaryIO, profile: ImportProfile = UNIXFS_V1_2025,
                 on_bytes: Callable[[int], None] | None = None) -> FileDigest:
-    """CID, sha256 and size of everything left in ``stream``, read once, ``chunk_size`` at a time."""
-    hasher = UnixfsHasher(profile)
-    buf = bytearray(profile.chunk_size)
-    view = memoryview(buf)
-    while n := stream.readinto(buf):
-        hasher.update(view[:n])
-        if on_bytes:
-            on_bytes(n)
-    return hasher.finalize()
+    """CID, sha256 and size of everything left in ``stream``, read once (sha256 and leaf hashes on two threads)."""
+    from hddm_p2p.p2p.hashing import ParallelHasher, read_blocks
+
+    with ParallelHasher(profile) as hasher:
+        for block in read_blocks(stream, hasher):
+            if on_bytes:
+                on_bytes(len(block))
+        return hasher.finalize()
 
 
 def hash_file(path: str | Path, profile: ImportProfile = UNIXFS_V1_2025,
               on_bytes: Callable[[int], None] | None = None) -> FileDigest:
     """One streaming pass over ``path`` → ``FileDigest(cid, sha256, size)``; constant memory."""
     with open(path, "rb", buffering=0) as f:
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)  # larger kernel read-ahead
         return hash_stream(f, profile, on_bytes)
 
 

@@ -62,13 +62,13 @@ class KuboStore(Store):
         total = size if size is not None else self.client.file_size(cid)
         receiver = Receiver(dest, cid, total)
         try:
-            with transfer_progress(f"fetch {cid[:16]}…", total, progress) as advance, Pipeline(receiver.write) as sink:
+            with transfer_progress(f"fetch {cid[:16]}…", total, progress) as advance:
                 advance(receiver.offset)
                 if receiver.offset < total:
-                    with self.client.cat(cid, offset=receiver.offset) as chunks:
-                        for chunk in chunks:  # parsed here, hashed and written on the pipeline's thread
-                            sink.submit(chunk)
-                            advance(len(chunk))
+                    with self.client.cat(cid, offset=receiver.offset) as blocks:
+                        for block in blocks:  # received and written here, hashed on the receiver's two threads
+                            receiver.write(block)
+                            advance(len(block))
         except BaseException:
             receiver.close()  # keep the .part: the next run resumes from it
             raise
