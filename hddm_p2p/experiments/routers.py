@@ -40,9 +40,10 @@ def train_cluster_router(cfg: ExperimentConfig, train: InMemoryData, clusters: C
     arch = router_preset(r.preset, clusters.k, input_size=train.x.shape[-1], in_channels=3)
     torch.manual_seed(r.seed)
     model = Router(arch).to(device)
-    with autocast(device):
-        final_loss = fit(model, data, train_idx, rc, device)
-        acc = accuracy_by_t(model, data, val_idx, device, rc.seed + 1)
+    # fp32: the router is small next to the experts, and the DiT-S/4 router trained under bf16 autocast on an
+    # H200 stayed at a constant prediction (2026-11-27 run); fp32 removes that variable.
+    final_loss = fit(model, data, train_idx, rc, device)
+    acc = accuracy_by_t(model, data, val_idx, device, rc.seed + 1)
     chance = float(np.bincount(data.labels[val_idx].numpy(), minlength=clusters.k).max() / len(val_idx))
     experts = [f"cluster:{j}" for j in range(clusters.k)]
     desc = {"kind": "router", "name": rc.name,
