@@ -54,14 +54,9 @@ class Cache:
         cid, final = parse_cid(cid), self.path_for(cid, name)
         with self._locked(cid):
             if final.exists():
-                try:
-                    self.verify(final, sha256, size=size)
+                if self._cached_copy_ok(final, cid, sha256, size, name):
                     return final
-                except IntegrityError:
-                    if hash_file(final).cid == cid:  # intact copy: the manifest's sha256/size is what is wrong
-                        raise IntegrityError(f"{name} ({cid}): the manifest declares sha256 {sha256} / {size} bytes, "
-                                             "which is not this CID's content; refusing it (the cached copy is kept)") from None
-                    final.unlink()  # a cached copy changed on disk: fetch it again
+                final.unlink()  # a cached copy changed on disk: fetch it again
             partial = self.root / "partial" / cid
             digest = store.download(cid, partial, size=size, progress=progress)  # CID checked inside
             if digest.size != size or digest.sha256 != sha256.lower():
@@ -91,6 +86,23 @@ class Cache:
         if actual != sha256.lower():
             raise IntegrityError(f"{path}: sha256 {actual}, expected {sha256}; delete it and fetch it again")
         self._remember(path, actual)
+
+    def _cached_copy_ok(self, final: Path, cid: str, sha256: str, size: int, name: str) -> bool:
+        """Whether ``final`` holds exactly (sha256, size): by its record, else by one read giving sha256 and CID.
+
+        ``IntegrityError`` when the copy is intact (its CID matches) but the manifest's sha256/size are not
+        this CID's: then the manifest is wrong, and the verified copy is kept."""
+        st = final.stat()
+        if st.st_size == size and self._recorded(final, st) == sha256.lower():
+            return True
+        digest = hash_file(final)
+        if digest.size == size and digest.sha256 == sha256.lower():
+            self._remember(final, digest.sha256)
+            return True
+        if digest.cid == cid:
+            raise IntegrityError(f"{name} ({cid}): the manifest declares sha256 {sha256} / {size} bytes, "
+                                 "which is not this CID's content; refusing it (the cached copy is kept)")
+        return False
 
     # --- verification records ---------------------------------------------------------------
 

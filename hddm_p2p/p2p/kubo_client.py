@@ -66,12 +66,19 @@ def encode_topic(topic: str) -> str:
     return multibase.encode(topic.encode(), "base64url")
 
 
+def _multipart_ends(filename: str, boundary: str) -> tuple[bytes, bytes]:
+    """The bytes before and after the file's content in a multipart/form-data body with one file part."""
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{quote(filename)}\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    return head, f"\r\n--{boundary}--\r\n".encode()
+
+
 def _multipart(chunks: Iterable[bytes], filename: str, boundary: str) -> Iterator[bytes]:
     """A multipart/form-data body with one file part, streamed chunk by chunk (never held in memory)."""
-    yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{quote(filename)}\"\r\n"
-           "Content-Type: application/octet-stream\r\n\r\n").encode()
+    head, tail = _multipart_ends(filename, boundary)
+    yield head
     yield from chunks
-    yield f"\r\n--{boundary}--\r\n".encode()
+    yield tail
 
 
 class KuboClient:
@@ -146,15 +153,43 @@ class KuboClient:
 
     # --- content ---------------------------------------------------------------------------------
 
-    def add(self, chunks: Iterable[bytes], *, filename: str = "file", params: dict[str, str]) -> str:
-        """Upload a file streamed from ``chunks`` with explicit import ``params``; returns Kubo's CID."""
+    def add(self, chunks: Iterable[bytes], *, filename: str = "file", params: dict[str, str],
+            size: int | None = None) -> str:
+        """Upload a file streamed from ``chunks`` with explicit import ``params``; returns Kubo's CID.
+
+        With the file's ``size`` known, the body goes out with a Content-Length through ``http.client``, each
+        chunk (any bytes-like, e.g. a ``memoryview`` of a read buffer) passed to ``sendall`` without a copy."""
         boundary = uuid.uuid4().hex
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
         query = {"progress": "false", "quieter": "true", **params}
-        result = self._call("add", query, content=_multipart(chunks, filename, boundary), headers=headers)
+        if size is None:
+            result = self._call("add", query, content=_multipart(chunks, filename, boundary), headers=headers)
+        else:
+            head, tail = _multipart_ends(filename, boundary)
+            headers["Content-Length"] = str(len(head) + size + len(tail))
+            result = self._post_stream("add", query, _multipart(chunks, filename, boundary), headers)
         if not result or "Hash" not in result:
             raise StoreError(f"kubo add: unexpected answer {result!r}")
         return result["Hash"]
+
+    def _post_stream(self, command: str, params: dict[str, Any], body: Iterable[bytes],
+                     headers: dict[str, str]) -> Any:
+        """POST a body of known length through ``http.client``; the last JSON line of the answer."""
+        url = urlsplit(self.base_url)
+        connection = (http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection)(
+            url.hostname, url.port, timeout=self.timeout)
+        try:
+            connection.request("POST", f"/api/v0/{command}?{urlencode(params)}", body=body, headers=headers)
+            response = connection.getresponse()
+            answer = response.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise self._transport_error(command, e) from None
+        finally:
+            connection.close()
+        if response.status != 200:
+            raise StoreError(f"kubo {command}: {self._message_text(response.status, answer)}")
+        lines = [line for line in answer.splitlines() if line.strip()]
+        return json.loads(lines[-1]) if lines else None
 
     @contextmanager
     def cat(self, cid: str, *, offset: int = 0, length: int | None = None,

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -148,39 +146,6 @@ class Receiver:
     def abort(self) -> None:
         self.close()
         self.part.unlink(missing_ok=True)
-
-
-class Pipeline:
-    """Runs ``work(chunk)`` on one worker thread, in order, while the caller produces the next chunk.
-
-    sha256 and file writes release the GIL, so hashing/writing overlaps with HTTP parsing on another core.
-    At most ``depth`` chunks (of ~1 MiB) wait in flight; ``finish`` re-raises the first error of ``work``."""
-
-    def __init__(self, work: Callable[[bytes], None], depth: int = 4):
-        self._work, self._depth = work, depth
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hddm-hash")
-        self._pending: deque[Future] = deque()
-
-    def submit(self, chunk: bytes) -> None:
-        self._pending.append(self._pool.submit(self._work, chunk))
-        if len(self._pending) > self._depth:
-            self._pending.popleft().result()
-
-    def finish(self) -> None:
-        try:
-            while self._pending:
-                self._pending.popleft().result()
-        finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def __enter__(self) -> Pipeline:
-        return self
-
-    def __exit__(self, exc_type, *exc) -> None:
-        if exc_type is None:
-            self.finish()
-        else:
-            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 @contextmanager

@@ -1,7 +1,8 @@
 """``KuboStore``: content on a Kubo (IPFS) daemon through its RPC API.
 
 - ``add_file`` streams the file to ``/api/v0/add`` with explicit ``unixfs-v1-2025`` import parameters while
-  computing the CID locally in the same read; a different answer from Kubo is an ``IntegrityError``.
+  computing the CID and sha256 locally from the same read (``ParallelHasher``, two threads); a different
+  answer from Kubo is an ``IntegrityError``.
 - ``download`` streams ``cat`` into ``dest.part``, resuming at its length with ``cat --offset``, and renames
   it to ``dest`` only after size and CID match.
 - IPNS (``key_import``, ``name_publish``, ``name_resolve``) and pubsub (``pubsub_pub``, ``pubsub_sub``) are
@@ -15,11 +16,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from hddm_p2p.errors import IntegrityError, StoreError
-from hddm_p2p.p2p.cid import UNIXFS_V1_2025, FileDigest, ImportProfile, UnixfsHasher, cid_of_bytes, parse_cid
+from hddm_p2p.p2p.cid import UNIXFS_V1_2025, FileDigest, ImportProfile, cid_of_bytes, parse_cid
 from hddm_p2p.p2p.kubo_client import DEFAULT_API, KuboClient
-from hddm_p2p.p2p.store.base import MANIFEST_MAX, Pipeline, Receiver, Store, transfer_progress
-
-_CHUNK = 1 << 20
+from hddm_p2p.p2p.hashing import ParallelHasher, read_blocks
+from hddm_p2p.p2p.store.base import MANIFEST_MAX, Receiver, Store, transfer_progress
 
 
 class KuboStore(Store):
@@ -36,19 +36,21 @@ class KuboStore(Store):
 
     def add_file(self, path: Path, *, progress: bool = False) -> FileDigest:
         path = Path(path)
-        hasher = UnixfsHasher(self.profile)
+        size = path.stat().st_size
 
-        def chunks(advance, hashing: Pipeline) -> Iterator[bytes]:
-            with open(path, "rb") as f:
-                while chunk := f.read(_CHUNK):  # the one read: hashed locally (other thread) and uploaded
-                    hashing.submit(chunk)
-                    advance(len(chunk))
-                    yield chunk
+        def blocks(advance, hasher: ParallelHasher) -> Iterator[memoryview]:
+            with open(path, "rb", buffering=0) as f:
+                for block in read_blocks(f, hasher):  # the one read: hashed on two threads, sent from here
+                    advance(len(block))
+                    yield block
+            if hasher.size != size:
+                raise StoreError(f"{path} changed size while it was being added ({size} → {hasher.size} bytes); "
+                                 "add it again once nothing writes to it")
 
-        with transfer_progress(f"add {path.name}", path.stat().st_size, progress) as advance, \
-                Pipeline(hasher.update) as hashing:
-            kubo_cid = self.client.add(chunks(advance, hashing), filename=path.name, params=self._add_params())
-        digest = hasher.finalize()
+        with transfer_progress(f"add {path.name}", size, progress) as advance, ParallelHasher(self.profile) as hasher:
+            kubo_cid = self.client.add(blocks(advance, hasher), filename=path.name, params=self._add_params(),
+                                       size=size)
+            digest = hasher.finalize()
         self._check_same(kubo_cid, digest.cid, str(path))
         return digest
 

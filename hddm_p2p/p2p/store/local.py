@@ -15,11 +15,12 @@ import tempfile
 from pathlib import Path
 
 from hddm_p2p.errors import IntegrityError, StoreError
-from hddm_p2p.p2p.cid import FileDigest, UnixfsHasher, cid_of_bytes, parse_cid
-from hddm_p2p.p2p.store.base import MANIFEST_MAX, Receiver, Store, transfer_progress
+from hddm_p2p.p2p.cid import FileDigest, cid_of_bytes, parse_cid
+from hddm_p2p.p2p.hashing import ParallelHasher, read_blocks
+from hddm_p2p.p2p.store.base import MANIFEST_MAX, Receiver, Store, transfer_progress, write_all
 from hddm_p2p.paths import store_dir
 
-_CHUNK = 1 << 20
+_CHUNK = 4 << 20  # bytes per read when copying a blob out
 
 
 class LocalStore(Store):
@@ -40,13 +41,11 @@ class LocalStore(Store):
 
     def add_file(self, path: Path, *, progress: bool = False) -> FileDigest:
         path = Path(path)
-        hasher = UnixfsHasher()
-        with open(path, "rb") as src, self._temp() as (tmp, out), \
-                transfer_progress(f"store {path.name}", path.stat().st_size, progress) as advance:
-            while chunk := src.read(_CHUNK):  # copy and hash in one pass
-                hasher.update(chunk)
-                out.write(chunk)
-                advance(len(chunk))
+        with open(path, "rb", buffering=0) as src, self._temp() as (tmp, out), \
+                transfer_progress(f"store {path.name}", path.stat().st_size, progress) as advance, \
+                ParallelHasher(sink=lambda block: write_all(out.fileno(), block)) as hasher:
+            for block in read_blocks(src, hasher):  # one read: hashed on two threads, copied on a third
+                advance(len(block))
             digest = hasher.finalize()
             self._commit(tmp, out, digest.cid)
         return digest
