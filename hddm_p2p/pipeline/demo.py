@@ -35,8 +35,8 @@ class DemoConfig:
     # 64-wide model) could not keep the noise's colour channels apart: an ε expert's chroma error, amplified
     # by σ/α in x̂0 = (x − σε̂)/α, came out as coloured speckles on greyscale digits.
     arch: str = "mini"
-    steps: int = 600            # per expert
-    batch_size: int = 64
+    steps: int = 900            # per expert; 900 × 32 looked as good as 600 × 64 at ~20% less CPU
+    batch_size: int = 32
     lr: float = 3e-3            # high for a tiny model and a short run
     warmup: int = 20
     ema_decay: float = 0.995    # short run: a long EMA would still average in the random init
