@@ -1,8 +1,9 @@
 from pathlib import Path
 
 import pytest
+from tests.shared_data import CIFAR10, SHARED_DATA
 
-CIFAR = Path("/work/shared/data/cifar10")
+CIFAR = CIFAR10
 
 
 @pytest.fixture(scope="session")

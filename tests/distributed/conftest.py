@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.shared_data import CIFAR10, SHARED_DATA
 
 WORKERS = Path(__file__).with_name("workers.py")
-CIFAR = Path("/work/shared/data/cifar10")
+CIFAR = CIFAR10
 
 
 def _free_port() -> int:

@@ -9,8 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from hddm_p2p.cli.app import app
+from tests.shared_data import CIFAR10, SHARED_DATA
 
-CIFAR_ROOT = Path("/work/shared/data")
+CIFAR_ROOT = SHARED_DATA
 
 
 @pytest.fixture(autouse=True)

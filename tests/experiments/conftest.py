@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.shared_data import CIFAR10, SHARED_DATA
 
-CIFAR = Path("/work/shared/data/cifar10")
+CIFAR = CIFAR10
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -24,10 +25,10 @@ def _one_thread():
 @pytest.fixture(scope="session")
 def cifar() -> Path:
     if not (CIFAR / "train-0000.tar.gz").exists():
-        pytest.fail("CIFAR-10 shards missing under /work/shared/data/cifar10 (the experiment tests need real data)")
+        pytest.fail(f"CIFAR-10 shards missing under {CIFAR} (the experiment tests need real data)")
     return CIFAR
 
 
 @pytest.fixture()
 def toy_config_text(cifar) -> str:
-    return (REPO / "experiments" / "cifar10_toy.yaml").read_text()
+    return (REPO / "experiments" / "cifar10_toy.yaml").read_text().replace("/work/shared/data/cifar10", str(CIFAR))

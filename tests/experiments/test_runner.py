@@ -20,10 +20,13 @@ from tests.experiments.conftest import REPO
 @pytest.fixture(scope="module")
 def toy_run(cifar, tmp_path_factory) -> tuple[Path, dict, str]:
     out = tmp_path_factory.mktemp("toy") / "run"
+    config = out.parent / "cifar10_toy.yaml"  # the kept config, pointed at wherever the shards are here
+    config.write_text((REPO / "experiments" / "cifar10_toy.yaml").read_text().replace("/work/shared/data/cifar10",
+                                                                                       str(cifar)))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        r = CliRunner().invoke(app, ["experiment", "run", str(REPO / "experiments" / "cifar10_toy.yaml"), "--out",
+        r = CliRunner().invoke(app, ["experiment", "run", str(config), "--out",
                                      str(out), "--device", "cpu", "--quiet"])
     finally:
         torch.set_num_threads(threads)

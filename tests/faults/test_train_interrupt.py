@@ -14,8 +14,9 @@ from hddm_p2p.p2p.publish import publish_dir
 from hddm_p2p.p2p.safetensors_check import check_safetensors
 from hddm_p2p.p2p.store import LocalStore
 from tests.faults.conftest import finish, hddm
+from tests.shared_data import CIFAR10, SHARED_DATA
 
-SHARD = Path("/work/shared/data/cifar10/train-0000.tar.gz")
+SHARD = CIFAR10 / "train-0000.tar.gz"
 BASE = ["train", "expert", "--arch", "tiny", "--batch-size", "8", "--limit", "48", "--device", "cpu",
         "--log-every", "1", "--ckpt-every", "1000", "--data", str(SHARD)]
 

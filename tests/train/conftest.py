@@ -3,8 +3,9 @@ from pathlib import Path
 import pytest
 
 from hddm_p2p.train.data import Filter, load_in_memory
+from tests.shared_data import CIFAR10, SHARED_DATA
 
-CIFAR = Path("/work/shared/data/cifar10")
+CIFAR = CIFAR10
 
 
 @pytest.fixture(scope="session")
