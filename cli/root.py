@@ -31,6 +31,8 @@ class _Group(TyperGroup):
             raise fail(str(e)) from None
         except KeyboardInterrupt:
             raise fail("interrupted; state on disk is consistent, run the same command again to resume", 130) from None
+        except BrokenPipeError:  # the reader went away (`hddm … | head`): nothing left to say
+            raise typer.Exit(0) from None
         except OSError as e:
             where = f": {e.filename}" if getattr(e, "filename", None) else ""
             raise fail(f"{e.strerror or e}{where}") from None
