@@ -18,7 +18,7 @@ from enum import Enum
 
 import torch
 
-from hddm_p2p.errors import SpecError
+from hddm_p2p.choices import parse_choice
 
 Tensor = torch.Tensor
 
@@ -31,11 +31,7 @@ class Prediction(str, Enum):
 
     @classmethod
     def parse(cls, value: "str | Prediction") -> "Prediction":
-        try:
-            return cls(value)
-        except ValueError:
-            valid = ", ".join(p.value for p in cls)
-            raise SpecError(f"unknown prediction type {value!r}; choose one of: {valid}") from None
+        return parse_choice(cls, value, "prediction type")
 
 
 def _safe(d: Tensor, safe_min: float) -> Tensor:

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import torch
 
+from hddm_p2p.choices import parse_choice
 from hddm_p2p.errors import ShapeError, SpecError
 
 Tensor = torch.Tensor
@@ -23,10 +24,7 @@ class Mode(str, Enum):
 
     @classmethod
     def parse(cls, value: "str | Mode") -> "Mode":
-        try:
-            return cls(value)
-        except ValueError:
-            raise SpecError(f"unknown routing mode {value!r}; choose one of: {', '.join(m.value for m in cls)}") from None
+        return parse_choice(cls, value, "routing mode")
 
 
 def routing_weights(logits: Tensor, mode: Mode, k: int = 2) -> Tensor:

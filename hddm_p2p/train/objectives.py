@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from hddm_p2p.diffusion import Prediction, from_pivot, get_schedule
+from hddm_p2p.choices import parse_choice
 from hddm_p2p.errors import SpecError
 
 Tensor = torch.Tensor
@@ -33,10 +34,7 @@ class Objective(str, Enum):
 
     @classmethod
     def parse(cls, value: "str | Objective") -> "Objective":
-        try:
-            return cls(value)
-        except ValueError:
-            raise SpecError(f"unknown objective {value!r}; choose one of: {', '.join(o.value for o in cls)}") from None
+        return parse_choice(cls, value, "objective")
 
     @property
     def prediction(self) -> Prediction:
