@@ -34,6 +34,8 @@ def _summary(res) -> None:
     if acc:
         console.print("router held-out accuracy by t: " + "  ".join(f"t={t:.1f}:{a:.2f}" for t, a in acc[::2]),
                       highlight=False)
+    if res.recognisable is not None:
+        console.print(res.recognisable.summary(), highlight=False)
     out = res.out
     console.print(f"\nlook at [bold]{out / 'grid.png'}[/] (samples) and [bold]{out / 'usage.png'}[/] (which expert ran "
                   f"when); one PNG per sample in {out / 'samples'}/.\nsample again from the same lock:\n"

@@ -4,6 +4,7 @@
     two DDPM ε-prediction (vp-linear, vp-cosine) and two flow-matching ─▶ a demo key signs and publishes
     each into a local store ─▶ assemble: fetch + verify, train a router from the published centroids
     ─▶ generate with top-2 routing ─▶ DIR/{samples/*.png, grid.png, usage.png, ensemble.lock.json}
+    ─▶ score: how many samples a classifier trained on the real digits recognises (``digit_score``)
 
 All state (keys, trust, store, cache) lives in ``DIR/home`` (``HDDM_HOME``), never in the user's own.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from hddm_p2p.errors import DataError
+from hddm_p2p.pipeline.digit_score import Recognisability
 
 MARKER = ".hddm-demo"
 # (expert name, objective, schedule): cluster i is trained by recipe i.
@@ -60,10 +62,12 @@ class DemoResult:
     experts: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     router: dict[str, Any] = field(default_factory=dict)
+    recognisable: Recognisability | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"out": str(self.out), "lock": str(self.lock), "experts": self.experts,
                 "timings_s": {k: round(v, 2) for k, v in self.timings.items()}, "router": self.router,
+                "recognisable": self.recognisable.to_json() if self.recognisable else None,
                 "files": {"grid": str(self.out / "grid.png"), "usage": str(self.out / "usage.png"),
                           "samples": str(self.out / "samples")}}
 
@@ -159,6 +163,7 @@ def _generate(lock: Path, out: Path, cfg: DemoConfig, progress: bool):
 def run_demo(cfg: DemoConfig, console=None) -> DemoResult:
     """Run every stage into ``cfg.out``; returns what the summary shows."""
     from hddm_p2p.pipeline.assemble import AssembleConfig, assemble
+    from hddm_p2p.pipeline.digit_score import score_folder
     from hddm_p2p.pipeline.digits import write_digits
 
     out = Path(cfg.out)
@@ -179,7 +184,9 @@ def run_demo(cfg: DemoConfig, console=None) -> DemoResult:
                                           name="digits-demo", progress=False))
         with stage(f"generate: {cfg.n} samples, {cfg.mode} (k={cfg.k}), {cfg.solver} × {cfg.sample_steps}"):
             gen = _generate(res.path, out, cfg, progress)
+        with stage("score: classify the samples with a model of the real digits"):
+            recognisable = score_folder(out / "samples")
     experts = [{**e, "cluster_size": summary["sizes"][i], "mean_weight": gen.usage[i],
                 "final_loss": m.training.final_loss}
                for i, (e, m) in enumerate(zip(gen.experts, res.manifests))]
-    return DemoResult(out, res.path, experts, stage.timings, res.router_detail)
+    return DemoResult(out, res.path, experts, stage.timings, res.router_detail, recognisable)

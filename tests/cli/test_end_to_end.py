@@ -32,6 +32,7 @@ def demo_out(tmp_path_factory) -> Path:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     assert "time per stage" in proc.stdout and "published manifests" in proc.stdout
+    assert "recognisable: " in proc.stdout  # scored by a classifier of the real digits
     assert not sentinel.exists()  # the user's keys, trust and store were never touched
     return out
 
