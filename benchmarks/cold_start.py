@@ -45,15 +45,17 @@ from hddm_p2p.train.expert_dir import write_weights
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def make_experts(work: Path, arch: str, k: int, input_size: int, channels: int) -> list[Path]:
-    """K random-weight experts of ``arch``; each a distinct ``model.safetensors`` under ``work``."""
+def make_experts(work: Path, arch: str, k: int, input_size: int, channels: int, device: str = "cpu") -> list[Path]:
+    """K random-weight experts of ``arch`` (initialised on ``device``: XL/2 is slow to initialise on a host);
+    each a distinct fp32 ``model.safetensors`` under ``work``."""
     paths = []
     for i in range(k):
         torch.manual_seed(i)
-        model = build_dit(arch, input_size=input_size, in_channels=channels)
+        with torch.device(device):
+            model = build_dit(arch, input_size=input_size, in_channels=channels)
         path = work / f"expert{i}" / "model.safetensors"
         path.parent.mkdir(parents=True)
-        write_weights(path, model.state_dict(), model.config)
+        write_weights(path, {n: v.cpu() for n, v in model.state_dict().items()}, model.config)
         paths.append(path)
         del model
     return paths
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--routed must be between 1 and --experts ({args.experts})")
     chosen = list(range(args.experts - args.routed, args.experts))  # the last ones: not the first files written
     with tempfile.TemporaryDirectory(prefix="hddm-cold-", dir=args.workdir) as tmp:
-        paths = make_experts(Path(tmp), args.arch, args.experts, args.input_size, args.channels)
+        paths = make_experts(Path(tmp), args.arch, args.experts, args.input_size, args.channels, args.device)
         sizes = [p.stat().st_size for p in paths]
         warm_up_process(args, Path(tmp))
         rounds = [one_round(paths, chosen, args) for _ in range(args.repeat)]

@@ -7,9 +7,13 @@ Both models are class-conditional (1000 classes), 32×32×4 latents, patch 2, ca
 activations; no autocast), in eval mode under ``torch.inference_mode``. Rows (``--variants`` picks some):
 
     diffusers eager / diffusers compile      DiTTransformer2DModel (AdaLN-Zero), torch.compile(model)
-    hddm eager / hddm compile                hddm DiT (AdaLN-Single), torch.compile(model)
-    hddm autotune                            torch.compile(model, mode="max-autotune-no-cudagraphs")
-    hddm autotune+graphs                     torch.compile(model, mode="max-autotune"): CUDA graphs too
+    diffusers compile+cudnn                  the same with SDPA's cuDNN attention backend
+    hddm eager / hddm compile                hddm DiT (AdaLN-Single), torch.compile(model); fc1 + GELU run as one
+                                             cuBLASLt matmul with a GELU epilogue (``Mlp.fused_gelu``)
+    hddm compile -gelu                       the same without that fusion (GELU as a separate pass)
+    hddm compile+cudnn                       + SDPA's cuDNN attention backend
+    hddm compile+cudnn+graphs                + CUDA graphs (``mode="reduce-overhead"``)
+    hddm autotune / hddm autotune+graphs     ``max-autotune-no-cudagraphs`` / ``max-autotune``
 
 Time: median over ``--iters`` calls measured with CUDA events after ``--warmup`` calls (wall clock on
 CPU). MFU = analytic forward FLOPs (``hddm_p2p.models.flops``, 2 per multiply-add; each model's own
@@ -25,20 +29,25 @@ import statistics
 import time
 
 import torch
+from _common import attention_backend, kernel_breakdown, peak_tflops
 
 from hddm_p2p.models import build_dit, get_preset
 from hddm_p2p.models.flops import dit_flops
+from hddm_p2p.models.layers import Mlp
 
-VARIANTS = ("diffusers eager", "diffusers compile", "hddm eager", "hddm compile", "hddm autotune",
-            "hddm autotune+graphs")
-PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "GH200": 989.0, "A100": 312.0}
-
-
-def peak_tflops(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+# name → (compile mode: None eager | "default" | a torch.compile mode, fused GELU, SDPA backend)
+VARIANTS = {
+    "diffusers eager": (None, False, "auto"),
+    "diffusers compile": ("default", False, "auto"),
+    "diffusers compile+cudnn": ("default", False, "cudnn"),
+    "hddm eager": (None, True, "auto"),
+    "hddm compile -gelu": ("default", False, "auto"),
+    "hddm compile": ("default", True, "auto"),
+    "hddm compile+cudnn": ("default", True, "cudnn"),
+    "hddm compile+cudnn+graphs": ("reduce-overhead", True, "cudnn"),
+    "hddm autotune": ("max-autotune-no-cudagraphs", True, "auto"),
+    "hddm autotune+graphs": ("max-autotune", True, "auto"),
+}
 
 
 def hddm_model(arch: str, classes: int):
@@ -65,9 +74,8 @@ def _call(kind: str, model, x, t, y):
 
 
 def _compiled(model, variant: str):
-    mode = {"compile": None, "autotune": "max-autotune-no-cudagraphs", "autotune+graphs": "max-autotune"}
-    suffix = variant.split(" ", 1)[1]
-    return model if suffix == "eager" else torch.compile(model, mode=mode[suffix])
+    mode = VARIANTS[variant][0]
+    return model if mode is None else torch.compile(model, mode=None if mode == "default" else mode)
 
 
 def time_forward(fn, inputs, warmup: int, iters: int, device: torch.device) -> tuple[float, float]:
@@ -95,6 +103,13 @@ def time_forward(fn, inputs, warmup: int, iters: int, device: torch.device) -> t
 
 
 def run_variant(arch: str, variant: str, batch: int, args, device: torch.device) -> dict:
+    _, fused, backend = VARIANTS[variant]
+    Mlp.fused_gelu = fused
+    with attention_backend(backend if device.type == "cuda" else "auto"):
+        return _run_variant(arch, variant, batch, args, device)
+
+
+def _run_variant(arch: str, variant: str, batch: int, args, device: torch.device) -> dict:
     kind = variant.split(" ")[0]
     torch.manual_seed(0)
     try:
@@ -110,8 +125,12 @@ def run_variant(arch: str, variant: str, batch: int, args, device: torch.device)
     fn = torch.inference_mode()(lambda x, t, y: _call(kind, fwd, x, t, y))
     try:
         sec, warm = time_forward(fn, inputs, args.warmup, args.iters, device)
+        if args.profile and device.type == "cuda":
+            print(f"--- {arch} {variant}, batch {batch}\n" + kernel_breakdown(lambda: fn(*inputs[0])), flush=True)
     except torch.cuda.OutOfMemoryError:
         return {"arch": arch, "variant": variant, "batch": batch, "oom": True}
+    except RuntimeError as e:  # e.g. no attention kernel for this shape under the chosen backend
+        return {"arch": arch, "variant": variant, "batch": batch, "error": f"{type(e).__name__}: {str(e)[:200]}"}
     finally:
         torch._dynamo.reset()
     return {"arch": arch, "variant": variant, "batch": batch, "s_per_call": sec, "images_per_s": batch / sec,
@@ -119,17 +138,17 @@ def run_variant(arch: str, variant: str, batch: int, args, device: torch.device)
 
 
 def report(rows: list[dict], peak: float | None) -> None:
-    print(f"{'arch':9} {'variant':21} {'batch':>5} {'ms/call':>9} {'img/s':>10} {'MFU':>7} {'vs diffusers':>12}"
+    print(f"{'arch':9} {'variant':26} {'batch':>5} {'ms/call':>9} {'img/s':>10} {'MFU':>7} {'vs diffusers':>12}"
           f" {'warmup s':>8}")
     for r in rows:
         if r.get("oom") or r.get("error"):
-            print(f"{r['arch']:9} {r['variant']:21} {r['batch']:>5} {r.get('error') or 'out of memory'}")
+            print(f"{r['arch']:9} {r['variant']:26} {r['batch']:>5} {r.get('error') or 'out of memory'}")
             continue
         mfu = f"{100 * r['flops_per_image'] * r['images_per_s'] / 1e12 / peak:.1f}%" if peak else "n/a"
         ref = next((q for q in rows if q["arch"] == r["arch"] and q["variant"] == "diffusers compile"
                     and "images_per_s" in q), None)
         vs = f"{r['images_per_s'] / ref['images_per_s']:.3f}x" if ref else "n/a"
-        print(f"{r['arch']:9} {r['variant']:21} {r['batch']:>5} {1e3 * r['s_per_call']:>9.3f} "
+        print(f"{r['arch']:9} {r['variant']:26} {r['batch']:>5} {1e3 * r['s_per_call']:>9.3f} "
               f"{r['images_per_s']:>10.1f} {mfu:>7} {vs:>12} {r['warmup_s']:>8.1f}")
 
 
@@ -143,6 +162,7 @@ def main(argv=None) -> None:
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--json", help="append one JSON line per row to this file")
+    ap.add_argument("--profile", action="store_true", help="print each GPU row's kernel time by category")
     args = ap.parse_args(argv)
     variants = args.variants.split(",")
     if bad := [v for v in variants if v not in VARIANTS]:

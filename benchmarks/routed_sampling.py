@@ -15,10 +15,12 @@ Per-step rows are the median of ``--iters`` calls of ``Ensemble.velocity`` at t 
     naive            every expert on every sample (2B rows each), combined with the same top-2 weights
     offload          top-2 with each expert a LazyExpert(offload=True): weights CPU→GPU per call (eager)
 
-``eager`` runs the modules as they are; ``compiled`` wraps every expert in ``torch.compile(dynamic=True)``
-(routed batches change size every step) and the router in ``torch.compile``. Then ``--steps`` Heun steps
-(2·steps − 1 velocity evaluations) are timed end to end for the fastest top-2 setting: images/s and peak
-GPU memory (``torch.cuda.max_memory_allocated``).
+``eager`` runs the modules as they are; ``compiled`` compiles the blocks of every expert and of the router
+in place (``hddm_p2p.models.compile.compile_blocks``, what ``hddm generate --compile`` does): one compiled
+graph serves all 8 experts, and the batch dimension turns dynamic after the first size change. Then
+``--steps`` Heun steps (2·steps − 1 velocity evaluations) are timed end to end for the fastest top-2
+setting: images/s and peak GPU memory (``torch.cuda.max_memory_allocated``). ``--attention cudnn`` runs
+SDPA through cuDNN's fused attention (default: PyTorch's choice).
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ import statistics
 import time
 
 import torch
+from _common import attention_backend
 
 from hddm_p2p.diffusion import Ensemble, ExpertSpec
 from hddm_p2p.models import build_dit, get_preset
+from hddm_p2p.models.compile import compile_blocks
 from hddm_p2p.models.router import LoadedRouter, Router, router_preset
 from hddm_p2p.pipeline.lazy import LazyExpert
 
@@ -68,14 +72,15 @@ def build(args, device: torch.device, dtype: torch.dtype):
     torch.manual_seed(0)
     cfg = get_preset(args.arch, input_size=args.size, in_channels=4, condition="class", num_classes=CLASSES)
     experts = []
-    for _ in range(args.experts):
-        m = build_dit(cfg)
-        torch.nn.init.normal_(m.final_layer.linear.weight, std=0.02)
-        experts.append(m.to(device, dtype).eval().requires_grad_(False))
-    router = Router(router_preset(args.router_arch, args.experts, input_size=args.size, in_channels=4))
+    with device:  # initialise on the device: 8 XL/2 experts take minutes to initialise on the host
+        for _ in range(args.experts):
+            m = build_dit(cfg)
+            torch.nn.init.normal_(m.final_layer.linear.weight, std=0.02)
+            experts.append(m.to(dtype).eval().requires_grad_(False))
+        router = Router(router_preset(args.router_arch, args.experts, input_size=args.size, in_channels=4))
     torch.nn.init.normal_(router.head.linear.weight, std=1.0)
     router.head.adaLN_modulation[-1].weight.data.normal_(std=0.02)
-    return experts, router.to(device, dtype).eval().requires_grad_(False)
+    return experts, router.to(dtype).eval().requires_grad_(False)
 
 
 def median_time(fn, iters: int, device: torch.device, warmup: int = 2) -> float:
@@ -111,8 +116,10 @@ def naive_velocity(ens: Ensemble, x, t, cond, cfg_scale):
 def step_rows(args, experts, router, device, dtype, compiled: bool) -> list[dict]:
     """Per-step times of reference, top-2 (± batch-cfg) and naive with eager or compiled modules."""
     tag = "compiled" if compiled else "eager"
-    fns = [torch.compile(m, dynamic=True) if compiled else m for m in experts]
-    rfn = torch.compile(router) if compiled else router
+    if compiled:
+        for m in [*experts, router]:
+            compile_blocks(m)
+    fns, rfn = experts, router
     ex = [(CastExpert(f, dtype), SPEC) for f in fns]
     route = SpreadRouter(LoadedRouter(rfn, [f"e{i}" for i in range(len(ex))]), args.batch, device)
     g = torch.Generator(device).manual_seed(1)
@@ -158,9 +165,10 @@ def offload_row(args, experts, router, device, dtype) -> dict:
 
 
 def sampling_row(args, experts, router, device, dtype, compiled: bool) -> dict:
-    """Images/s and peak memory of ``--steps`` Heun steps (top-2, batch-cfg)."""
-    fns = [torch.compile(m, dynamic=True) if compiled else m for m in experts]
-    route = LoadedRouter(torch.compile(router) if compiled else router, [f"e{i}" for i in range(len(fns))])
+    """Images/s and peak memory of ``--steps`` Heun steps (top-2, batch-cfg); compiled: blocks compiled by
+    ``step_rows`` already."""
+    fns = experts
+    route = LoadedRouter(router, [f"e{i}" for i in range(len(fns))])
     ens = Ensemble([(CastExpert(f, dtype), SPEC) for f in fns], SpreadRouter(route, args.batch, device),
                    mode="top-k", k=2, batch_cfg=True)
     g = torch.Generator(device).manual_seed(2)
@@ -206,6 +214,7 @@ def main(argv=None) -> None:
     ap.add_argument("--modes", default="eager,compiled", help="eager and/or compiled")
     ap.add_argument("--no-offload", action="store_true")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--attention", default="auto", choices=["auto", "cudnn", "flash"], help="SDPA backend")
     ap.add_argument("--json", help="append one JSON line per row to this file")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
@@ -217,12 +226,13 @@ def main(argv=None) -> None:
     experts, router = build(args, device, dtype)
     modes = args.modes.split(",")
     rows = []
-    for mode in modes:
-        rows += step_rows(args, experts, router, device, dtype, mode == "compiled")
-    if not args.no_offload and device.type == "cuda":
-        rows.append(offload_row(args, experts, router, device, dtype))
-        print(json.dumps(rows[-1]), flush=True)
-    rows.append(sampling_row(args, experts, router, device, dtype, "compiled" in modes))
+    with attention_backend(args.attention if device.type == "cuda" else "auto"):
+        if not args.no_offload and device.type == "cuda":  # eager modules, before any are compiled
+            rows.append(offload_row(args, experts, router, device, dtype))
+            print(json.dumps(rows[-1]), flush=True)
+        for mode in modes:
+            rows += step_rows(args, experts, router, device, dtype, mode == "compiled")
+        rows.append(sampling_row(args, experts, router, device, dtype, "compiled" in modes))
     print(json.dumps(rows[-1]), flush=True)
     report(rows)
     if args.json:

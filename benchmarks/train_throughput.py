@@ -13,9 +13,12 @@ batch size is reported, not fatal.
 ``--ladder`` adds the optimisations one at a time (each row keeps the ones above it): fp32 eager with
 TF32 off → TF32 matmuls → bf16 autocast with a for-each (unfused) AdamW → fused AdamW →
 ``torch.compile`` of each DiT block (regional compilation: one compiled block reused by all N, so the
-compile takes seconds, not minutes) → the same with ``mode="max-autotune-no-cudagraphs"`` (Triton GEMM
-templates with element-wise epilogues — GELU, gate·y + residual — fused into the matmul) → the whole
-model compiled with that mode. ``--variants`` picks a subset by name (see ``LADDER``).
+compile takes seconds, not minutes) → the residual stream in bf16 (``DiT.residual_dtype``: every
+element-wise pass between the matmuls moves half the bytes) → cuDNN's fused attention instead of flash
+attention → the whole model compiled (fusions across block boundaries) → inductor's coordinate-descent
+tuning of its Triton kernels. ``+autotune blocks``/``+autotune model`` try ``max-autotune-no-cudagraphs``
+(Triton GEMM templates with fused epilogues). ``--variants`` picks a subset by name (see ``LADDER``);
+``--profile`` prints each row's GPU time by kernel category (matmul, attention, Triton element-wise...).
 """
 
 from __future__ import annotations
@@ -25,23 +28,15 @@ import json
 import time
 from dataclasses import dataclass
 
+from contextlib import nullcontext
+
 import torch
+from _common import attention_backend, kernel_breakdown, peak_tflops
 
 from hddm_p2p.models import build_dit, get_preset
 from hddm_p2p.models.flops import dit_flops
 from hddm_p2p.train.loop import EMA
 from hddm_p2p.train.objectives import ObjectiveConfig, diffusion_loss
-
-# Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s.
-PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "GH200": 989.0, "A100": 312.0, "L40S": 362.0,
-                    "A10G": 125.0, "RTX 4090": 165.0}
-
-
-def peak_tflops(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
 
 
 @dataclass(frozen=True)
@@ -53,6 +48,9 @@ class Variant:
     fused_adam: bool = True
     compile: str | None = None
     mode: str | None = None        # torch.compile mode
+    residual: str = "fp32"         # residual stream under bf16 autocast: "fp32" (DiT's) | "bf16"
+    attention: str = "auto"        # SDPA backend: "auto" | "cudnn" | "flash"
+    coordinate_descent: bool = False  # inductor's coordinate-descent tuning of its Triton kernels
 
     @property
     def label(self) -> str:
@@ -65,6 +63,11 @@ LADDER: dict[str, Variant] = {v.name: v for v in [
     Variant("bf16 eager", "bf16", fused_adam=False),
     Variant("+fused adamw", "bf16"),
     Variant("+compile blocks", "bf16", compile="blocks"),
+    Variant("+bf16 residual", "bf16", compile="blocks", residual="bf16"),
+    Variant("+cudnn attention", "bf16", compile="blocks", residual="bf16", attention="cudnn"),
+    Variant("+compile model", "bf16", compile="model", residual="bf16", attention="cudnn"),
+    Variant("+coordinate descent", "bf16", compile="model", residual="bf16", attention="cudnn",
+            coordinate_descent=True),
     Variant("+autotune blocks", "bf16", compile="blocks", mode="max-autotune-no-cudagraphs"),
     Variant("+autotune model", "bf16", compile="model", mode="max-autotune-no-cudagraphs"),
 ]}
@@ -82,15 +85,24 @@ def _compiled(model: torch.nn.Module, v: Variant):
 
 
 def time_training(arch: str, batch: int, steps: int, warmup: int, device: torch.device, dtype: str,
-                  compile: bool, variant: Variant | None = None) -> dict:
+                  compile: bool, variant: Variant | None = None, profile: bool = False) -> dict:
     """Seconds per step and images/s of ``steps`` timed training steps (``variant`` overrides dtype/compile)."""
     v = variant or Variant(f"{dtype}{' compiled' if compile else ' eager'}", dtype, device.type == "cuda",
                            "model" if compile else None)
+    tuning = (torch._inductor.config.patch(coordinate_descent_tuning=True) if v.coordinate_descent
+              else nullcontext())
+    with tuning, attention_backend(v.attention if device.type == "cuda" else "auto"):
+        return _time_training(arch, batch, steps, warmup, device, v, profile)
+
+
+def _time_training(arch: str, batch: int, steps: int, warmup: int, device: torch.device, v: Variant,
+                   profile: bool) -> dict:
     torch.backends.cuda.matmul.allow_tf32 = v.dtype != "fp32"
     torch.backends.cudnn.allow_tf32 = v.dtype != "fp32"
     torch.manual_seed(0)
     cfg = get_preset(arch, input_size=32, in_channels=4)
     model = build_dit(cfg).to(device)
+    model.residual_dtype = torch.bfloat16 if v.residual == "bf16" and v.dtype == "bf16" else None
     fwd = _compiled(model, v)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=v.fused_adam, foreach=not v.fused_adam)
     ema = EMA(model, 0.9999)
@@ -121,6 +133,8 @@ def time_training(arch: str, batch: int, steps: int, warmup: int, device: torch.
     _sync(device)
     dt = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    if profile and device.type == "cuda":
+        print(f"--- {arch} {v.label}, batch {batch}\n" + kernel_breakdown(lambda: step(0)), flush=True)
     return {"arch": arch, "mode": v.label, "batch": batch, "s_per_step": dt / steps, "images_per_s": batch * steps / dt,
             "train_flops": dit_flops(cfg, training=True), "warmup_s": warm_s, "peak_gib": peak}
 
@@ -130,13 +144,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_one(arch, batch, steps, warmup, device, dtype, compile, variant: Variant | None = None) -> dict:
+def run_one(arch, batch, steps, warmup, device, dtype, compile, variant: Variant | None = None,
+            profile: bool = False) -> dict:
     try:
-        return time_training(arch, batch, steps, warmup, device, dtype, compile, variant)
+        return time_training(arch, batch, steps, warmup, device, dtype, compile, variant, profile)
     except torch.cuda.OutOfMemoryError:
         torch.cuda.empty_cache()
         mode = variant.label if variant else f"{dtype}{' compiled' if compile else ' eager'}"
         return {"arch": arch, "mode": mode, "batch": batch, "oom": True}
+    except RuntimeError as e:  # e.g. no attention kernel for this shape under the chosen backend
+        mode = variant.label if variant else f"{dtype}{' compiled' if compile else ' eager'}"
+        return {"arch": arch, "mode": mode, "batch": batch, "error": f"{type(e).__name__}: {str(e)[:200]}"}
     finally:
         torch._dynamo.reset()  # drop compiled graphs (and the models they hold) before the next variant
         if device.type == "cuda":
@@ -144,18 +162,18 @@ def run_one(arch, batch, steps, warmup, device, dtype, compile, variant: Variant
 
 
 def report(rows: list[dict], peak: float | None) -> None:
-    print(f"{'arch':10} {'mode':17} {'batch':>5} {'s/step':>9} {'img/s':>10} {'TFLOP/s':>9} {'MFU':>7} {'speedup':>8}"
+    print(f"{'arch':10} {'mode':21} {'batch':>5} {'s/step':>9} {'img/s':>10} {'TFLOP/s':>9} {'MFU':>7} {'speedup':>8}"
           f" {'peak GiB':>8} {'warmup s':>8}")
     base = {}
     for r in rows:
-        if r.get("oom"):
-            print(f"{r['arch']:10} {r['mode']:17} {r['batch']:>5} {'out of memory':>9}")
+        if r.get("oom") or r.get("error"):
+            print(f"{r['arch']:10} {r['mode']:21} {r['batch']:>5} {r.get('error') or 'out of memory'}")
             continue
         tflops = r["train_flops"] * r["images_per_s"] / 1e12
         mfu = f"{100 * tflops / peak:.1f}%" if peak else "n/a"
         base.setdefault(r["arch"], r["images_per_s"])  # first row per arch is the fp32 eager baseline
         speed = r["images_per_s"] / base[r["arch"]]
-        print(f"{r['arch']:10} {r['mode']:17} {r['batch']:>5} {r['s_per_step']:>9.4f} {r['images_per_s']:>10.1f} "
+        print(f"{r['arch']:10} {r['mode']:21} {r['batch']:>5} {r['s_per_step']:>9.4f} {r['images_per_s']:>10.1f} "
               f"{tflops:>9.2f} {mfu:>7} {speed:>7.2f}x {r['peak_gib']:>8.2f} {r['warmup_s']:>8.1f}", flush=True)
 
 
@@ -173,6 +191,7 @@ def main(argv=None) -> None:
     ap.add_argument("--variants", help=f"comma-separated subset of the ladder: {', '.join(LADDER)}")
     ap.add_argument("--baseline-batch", type=int, help="batch of the fp32/tf32 eager rows (default: --batch)")
     ap.add_argument("--json", help="append one JSON line per row to this file")
+    ap.add_argument("--profile", action="store_true", help="print each GPU row's kernel time by category")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     peak = peak_tflops(device)
@@ -204,7 +223,8 @@ def run_ladder(arch: str, args, device: torch.device, peak: float | None) -> lis
         v = LADDER[n]
         batch = (args.baseline_batch or args.batch) if v.dtype in ("fp32", "tf32") else args.batch
         steps = max(2, args.steps // 4) if v.dtype in ("fp32", "tf32") else args.steps
-        rows.append(run_one(arch, batch, steps, args.warmup, device, v.dtype, False, v))
+        rows.append(run_one(arch, batch, steps, args.warmup, device, v.dtype, False, v,
+                            args.profile and v.dtype == "bf16"))
         print(json.dumps(rows[-1]), flush=True)
     return rows
 

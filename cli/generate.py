@@ -37,6 +37,8 @@ def generate(
     devices: Annotated[Optional[str], Opt("--devices", help="Expert-parallel: place the experts across these "
                                           "devices (e.g. cuda:0,cuda:1) by size; sampling stays on --device.")] = None,
     expert_parallel: Annotated[bool, Opt("--expert-parallel", help="Like --devices with every visible GPU.")] = False,
+    compile: Annotated[bool, Opt("--compile", help="torch.compile each expert's blocks once loaded (experts of "
+                                 "one architecture share the compiled graph); pays off on GPUs for long runs.")] = False,
     batch_size: Annotated[int, Opt("--batch-size", help="Samples per batch (does not change the images).")] = 64,
     force: Annotated[bool, Opt("--force", help="Replace --out if it exists.")] = False,
     no_progress: Annotated[bool, Opt("--no-progress", help="Hide progress bars.")] = False,
@@ -53,7 +55,7 @@ def generate(
 
     res = run(GenerateConfig(ensemble=ensemble, out=out, n=n, steps=steps, solver=solver, mode=mode, k=k,
                              threshold=threshold, cfg=cfg, seed=seed, prompt=prompt, class_id=class_id, device=device,
-                             dtype=dtype, offload=offload,
+                             dtype=dtype, offload=offload, compile=compile,
                              devices=parse_devices(devices, expert_parallel), batch_size=batch_size, force=force,
                              progress=not no_progress))
     if as_json:

@@ -136,7 +136,13 @@ class DiT(nn.Module):
 
     ``drop`` (B,) bool replaces the marked samples' condition by the learned null (label/caption
     dropout for classifier-free guidance); the training objective samples it from its own generator.
+
+    ``residual_dtype`` (a runtime setting, not part of the config): None keeps the residual stream in the
+    input's dtype — fp32 under bf16 autocast, as DiT trains; ``torch.bfloat16`` carries it in bf16, which
+    halves the bytes of every element-wise pass between the matmuls (norm, modulate, gate, residual add).
     """
+
+    residual_dtype: torch.dtype | None = None
 
     def __init__(self, config: DiTConfig):
         super().__init__()
@@ -205,6 +211,8 @@ class DiT(nn.Module):
         B = x.shape[0]
         c, y, mask = self._conditioning(t, cond, drop, B)
         h = self.x_embedder(x) + self.pos_embed.to(x.dtype)  # (B, T, D)
+        if self.residual_dtype is not None:
+            h = h.to(self.residual_dtype)
         t0 = self.t_block(c) if self.t_block is not None else c  # (B, 6D) single | (B, D) zero
         for block in self.blocks:
             h = block(h, t0, y, mask)

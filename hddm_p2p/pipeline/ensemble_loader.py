@@ -74,11 +74,12 @@ class LoadedEnsemble:
         self.router, self.router_label = threshold_router(params, len(self.experts)), f"threshold:{tau:g}"
 
 
-def _expert(m: ExpertManifest, weights: Path, device: str, dtype: torch.dtype | None, offload: bool) -> LazyExpert:
+def _expert(m: ExpertManifest, weights: Path, device: str, dtype: torch.dtype | None, offload: bool,
+            compile: bool = False) -> LazyExpert:
     arch = read_arch(weights).to_dict()  # the header only; the weights stay on disk
     if {k: arch.get(k) for k in m.architecture.config} != m.architecture.config:
         raise ManifestError(f"expert {m.name!r}: the architecture in its weights differs from its signed manifest")
-    return LazyExpert(weights, load_weights, device=device, dtype=dtype, offload=offload)
+    return LazyExpert(weights, load_weights, device=device, dtype=dtype, offload=offload, compile=compile)
 
 
 def _router(lock: EnsembleLock, lock_path: Path, cache: Cache, trust: TrustStore, device: str):
@@ -115,7 +116,7 @@ def _verify_router(cid: str, cache: Cache, trust: TrustStore) -> tuple[RouterMan
 
 
 def load_ensemble(lock_path: Path, device: str = "cpu", dtype: str = "fp32", offload: bool = False,
-                  cache: Cache | None = None, trust: TrustStore | None = None) -> LoadedEnsemble:
+                  cache: Cache | None = None, trust: TrustStore | None = None, compile: bool = False) -> LoadedEnsemble:
     """Verify everything the lock names and return the experts (not yet loaded) and router."""
     lock_path = Path(lock_path)
     lock, cache, trust = read_lock(lock_path), cache or Cache(), trust or TrustStore()
@@ -126,7 +127,7 @@ def load_ensemble(lock_path: Path, device: str = "cpu", dtype: str = "fp32", off
         if not isinstance(v.manifest, ExpertManifest):
             raise ManifestError(f"lock member {v.member.name!r} is a {v.manifest.schema_} manifest, not an expert")
     specs = [spec_from_manifest(m) for m in manifests]
-    experts = [_expert(v.manifest, v.weights, device, None if dtype == "fp32" else torch_dtype, offload)
+    experts = [_expert(v.manifest, v.weights, device, None if dtype == "fp32" else torch_dtype, offload, compile)
                for v in verified]
     router, label = _router(lock, lock_path, cache, trust, device)
     return LoadedEnsemble(lock, sha256_file(lock_path), manifests, specs, experts, router, label)

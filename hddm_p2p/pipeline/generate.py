@@ -51,6 +51,7 @@ class GenerateConfig:
     device: str = "cpu"
     dtype: str = "fp32"
     offload: bool = False
+    compile: bool = False                   # torch.compile each expert's blocks once loaded
     devices: tuple[str, ...] | None = None  # expert-parallel: experts placed across these (see placement.py)
     batch_size: int = 64
     force: bool = False
@@ -188,7 +189,7 @@ def expert_stats(loaded: LoadedEnsemble) -> list[dict[str, Any]]:
 def generate(cfg: GenerateConfig) -> GenerateResult:
     """Verify the lock, sample, and write ``cfg.out`` atomically; see the module docstring."""
     cfg.check()
-    loaded = load_ensemble(Path(cfg.ensemble), cfg.device, cfg.dtype, cfg.offload)
+    loaded = load_ensemble(Path(cfg.ensemble), cfg.device, cfg.dtype, cfg.offload, compile=cfg.compile)
     K = len(loaded.experts)
     if Mode.parse(cfg.mode) is Mode.TOP_K and cfg.k > K:
         raise SpecError(f"--k {cfg.k} is more than the {K} experts in this ensemble; use --k {K} or --mode full")

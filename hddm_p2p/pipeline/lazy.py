@@ -16,13 +16,14 @@ class LazyExpert:
     no sample picks is never read. With ``offload=True`` the module lives on the CPU and moves to
     ``device`` only for the duration of a call (``moves`` counts those transfers). ``calls`` counts
     invocations and ``rows`` the samples they carried. With ``dtype`` (e.g. bf16) inputs are cast to it and
-    the output is returned as float32.
+    the output is returned as float32. With ``compile=True`` the module's blocks are compiled once loaded
+    (``hddm_p2p.models.compile``: experts of one architecture share the compiled graph).
     """
 
     def __init__(self, path: Path, loader: Callable, device: str | torch.device = "cpu",
-                 dtype: torch.dtype | None = None, offload: bool = False):
+                 dtype: torch.dtype | None = None, offload: bool = False, compile: bool = False):
         self.path, self.loader = Path(path), loader
-        self.device, self.dtype, self.offload = torch.device(device), dtype, offload
+        self.device, self.dtype, self.offload, self.compile = torch.device(device), dtype, offload, compile
         self.module: torch.nn.Module | None = None
         self.loads = 0
         self.moves = 0
@@ -38,7 +39,12 @@ class LazyExpert:
         with self._lock:
             if self.module is None:
                 home = torch.device("cpu") if self.offload else self.device
-                self.module = self.loader(self.path, home, self.dtype).eval()
+                module = self.loader(self.path, home, self.dtype).eval()
+                if self.compile:
+                    from hddm_p2p.models.compile import compile_blocks
+
+                    compile_blocks(module)
+                self.module = module
                 self.loads += 1
         return self.module
 

@@ -1,0 +1,68 @@
+"""Shared by the GPU benchmarks: dense bf16 peaks, attention-backend selection and a kernel-time breakdown."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from contextlib import nullcontext
+
+import torch
+
+# Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s.
+PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "GH200": 989.0, "A100": 312.0, "L40S": 362.0,
+                    "A10G": 125.0, "RTX 4090": 165.0}
+
+# Kernel-name fragments → category, first match wins (cuBLAS names its Hopper GEMMs nvjet_*/sm90_xmma_*).
+CATEGORIES = (("attention", ("flash", "fmha", "attention", "cudnn", "sdpa")),
+              ("matmul", ("gemm", "xmma", "cutlass", "nvjet", "cublas", "splitk", "sm90")),
+              ("optimizer/EMA/clip", ("adam", "multi_tensor", "foreach", "lerp")),
+              ("fused element-wise (Triton)", ("triton",)),
+              ("other element-wise", ("elementwise", "vectorized", "reduce", "layer_norm", "gelu", "copy", "cat")))
+
+
+def peak_tflops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def attention_backend(name: str):
+    """A context choosing SDPA's backend: "auto" (PyTorch's choice), "cudnn", "flash" or "efficient"."""
+    if name == "auto":
+        return nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel({"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+                        "efficient": SDPBackend.EFFICIENT_ATTENTION}[name])
+
+
+def category(kernel: str) -> str:
+    low = kernel.lower()
+    return next((c for c, keys in CATEGORIES if any(k in low for k in keys)), "other")
+
+
+def kernel_breakdown(fn, steps: int = 3, top: int = 12) -> str:
+    """Run ``fn`` ``steps`` times under the profiler; GPU time per step by kernel category, and the top kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            fn()
+        torch.cuda.synchronize()
+    per_kernel: dict[str, float] = defaultdict(float)
+    for e in prof.key_averages():
+        us = getattr(e, "self_device_time_total", None)
+        us = e.self_cuda_time_total if us is None else us
+        if us > 0:
+            per_kernel[e.key] += us / steps / 1e3  # ms per step
+    per_cat: dict[str, float] = defaultdict(float)
+    for k, ms in per_kernel.items():
+        per_cat[category(k)] += ms
+    total = sum(per_cat.values())
+    lines = [f"GPU kernel time per step: {total:.2f} ms"]
+    lines += [f"  {c:30} {ms:8.2f} ms  {100 * ms / total:5.1f}%" for c, ms in sorted(per_cat.items(), key=lambda x: -x[1])]
+    lines.append("  top kernels:")
+    lines += [f"    {ms:8.3f} ms  {category(k)[:10]:10}  {k[:110]}"
+              for k, ms in sorted(per_kernel.items(), key=lambda x: -x[1])[:top]]
+    return "\n".join(lines)

@@ -1,0 +1,21 @@
+"""Regional compilation: ``torch.compile`` each transformer block in place instead of the whole model.
+
+All blocks of one shape share one compiled graph (parameters are graph inputs), so a DiT compiles in
+seconds rather than minutes, and K experts of one architecture — or an expert and a router of its width —
+compile once between them. Batch sizes that change from call to call (routed sub-batches) cost one
+recompile, after which the batch dimension is dynamic.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def compile_blocks(module: nn.Module, **options) -> nn.Module:
+    """Compile every block of ``module.blocks`` in place (``options`` go to ``torch.compile``); returns it."""
+    blocks = getattr(module, "blocks", None)
+    if blocks is None:
+        raise TypeError(f"{type(module).__name__} has no .blocks to compile")
+    for block in blocks:
+        block.compile(**options)
+    return module

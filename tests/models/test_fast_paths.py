@@ -1,0 +1,130 @@
+"""The speed paths of the DiT compute what the plain paths compute: bf16 residual stream, fused GELU, regional
+compilation. The CUDA tests skip on machines without a GPU and run on the GPU machine
+(``pytest tests/models/test_fast_paths.py`` there)."""
+
+import pytest
+import torch
+
+from hddm_p2p.models import build_dit
+from hddm_p2p.models.compile import compile_blocks
+from hddm_p2p.models.layers import Mlp
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _perturbed(name="tiny", **kw):
+    torch.manual_seed(0)
+    model = build_dit(name, input_size=16, in_channels=4, **kw)
+    with torch.no_grad():  # zero-initialised output layers would make every comparison trivially equal
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def _stream_dtypes(model, x, t):
+    seen = []
+    hooks = [b.register_forward_hook(lambda m, i, o: seen.append(o.dtype)) for b in model.blocks]
+    try:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            out = model(x, t)
+    finally:
+        for h in hooks:
+            h.remove()
+    return out, seen
+
+
+def test_residual_stream_is_fp32_under_autocast_unless_asked_for_bf16():
+    model = _perturbed()
+    x, t = torch.randn(3, 4, 16, 16), torch.rand(3) * 1000
+    ref, dtypes = _stream_dtypes(model, x, t)
+    assert set(dtypes) == {torch.float32}  # DiT's default: the residual stream stays fp32 under autocast
+    model.residual_dtype = torch.bfloat16
+    out, dtypes = _stream_dtypes(model, x, t)
+    assert set(dtypes) == {torch.bfloat16}
+    rel = (out.float() - ref.float()).norm() / ref.float().norm()
+    assert 0 < rel < 3e-2  # bf16 rounding of the stream, nothing else
+
+
+def test_bf16_residual_trains(tmp_path):
+    """A few steps with the bf16 stream reduce the loss as the fp32 stream does (no NaN, same direction)."""
+    from hddm_p2p.train.objectives import ObjectiveConfig, diffusion_loss
+
+    losses = {}
+    for stream in (None, torch.bfloat16):
+        model = _perturbed()
+        model.residual_dtype = stream
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        gen = torch.Generator().manual_seed(0)
+        x0 = torch.randn(16, 4, 16, 16, generator=gen)
+        trace = []
+        for _ in range(8):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = diffusion_loss(model, x0, None, ObjectiveConfig("fm"), gen)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            trace.append(loss.item())
+        losses[stream] = trace
+    for trace in losses.values():
+        assert all(torch.isfinite(torch.tensor(trace))) and trace[-1] < trace[0]
+    assert abs(losses[None][-1] - losses[torch.bfloat16][-1]) < 0.1 * losses[None][0]
+
+
+def test_compile_blocks_keeps_the_function():
+    model = _perturbed().eval()
+    x, t = torch.randn(2, 4, 16, 16), torch.rand(2) * 1000
+    with torch.no_grad():
+        ref = model(x, t)
+        compile_blocks(model, backend="eager")  # dynamo tracing without inductor: fast, same graph breaks
+        assert torch.allclose(model(x, t), ref, atol=1e-6)
+        assert torch.allclose(model(x[:1], t[:1]), ref[:1], atol=1e-6)  # another batch size
+    with pytest.raises(TypeError, match="no .blocks"):
+        compile_blocks(torch.nn.Linear(2, 2))
+
+
+@cuda
+def test_fused_gelu_matches_the_plain_mlp_in_bf16():
+    torch.manual_seed(0)
+    mlp = Mlp(256, 1024).cuda().to(torch.bfloat16)
+    x = torch.randn(4, 64, 256, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        plain = mlp.fc2(mlp.act(mlp.fc1(x)))
+        fused = mlp(x)
+    rel = ((fused.float() - plain.float()).norm() / plain.float().norm()).item()
+    assert rel < 1e-2, rel  # bf16 operands; the epilogue applies the same tanh GELU
+
+
+@cuda
+def test_fused_gelu_only_without_autograd(monkeypatch):
+    calls = []
+    real = torch._addmm_activation
+    monkeypatch.setattr(torch, "_addmm_activation", lambda *a, **k: calls.append(1) or real(*a, **k))
+    mlp = Mlp(64, 256).cuda()
+    x = torch.randn(2, 8, 64, device="cuda")
+    mlp(x).sum().backward()  # training: no fused path (the epilogue keeps no pre-activation for backward)
+    assert calls == [] and mlp.fc1.weight.grad is not None
+    with torch.no_grad():
+        mlp(x)
+    assert calls == [1]
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        mlp(x)  # fp32 weights under autocast: dtypes differ, plain path
+    assert calls == [1]
+
+
+@cuda
+@pytest.mark.parametrize("backend", ["cudnn", "flash"])
+def test_dit_forward_is_the_same_across_attention_backends_and_compilation(backend):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    model = _perturbed("DiT-S/2", condition="class", num_classes=10).cuda().to(torch.bfloat16).eval()
+    x = torch.randn(8, 4, 16, 16, device="cuda", dtype=torch.bfloat16)
+    t, y = torch.rand(8, device="cuda") * 1000, torch.randint(0, 10, (8,), device="cuda")
+    with torch.no_grad():
+        Mlp.fused_gelu = False
+        ref = model(x, t, y).float()
+        Mlp.fused_gelu = True
+        chosen = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION}[backend]
+        with sdpa_kernel(chosen):
+            out = compile_blocks(model)(x, t, y).float()
+    rel = ((out - ref).norm() / ref.norm()).item()
+    assert rel < 2e-2, rel
