@@ -12,7 +12,10 @@ activations; no autocast), in eval mode under ``torch.inference_mode``. Rows (``
                                              cuBLASLt matmul with a GELU epilogue (``Mlp.fused_gelu``)
     hddm compile -gelu                       the same without that fusion (GELU as a separate pass)
     hddm compile+cudnn                       + SDPA's cuDNN attention backend
+    hddm compile+flash                       + FlashAttention-2 instead
     hddm compile+cudnn+graphs                + CUDA graphs (``mode="reduce-overhead"``)
+    hddm compile+tuned(+graphs)              inductor's coordinate-descent tuning of its Triton kernels
+                                             (the fused residual/LayerNorm/modulate passes) (+ CUDA graphs)
     hddm autotune / hddm autotune+graphs     ``max-autotune-no-cudagraphs`` / ``max-autotune``
 
 Time: median over ``--iters`` calls measured with CUDA events after ``--warmup`` calls (wall clock on
@@ -27,6 +30,7 @@ import argparse
 import json
 import statistics
 import time
+from contextlib import nullcontext
 
 import torch
 from _common import attention_backend, kernel_breakdown, peak_tflops
@@ -44,7 +48,10 @@ VARIANTS = {
     "hddm compile -gelu": ("default", False, "auto"),
     "hddm compile": ("default", True, "auto"),
     "hddm compile+cudnn": ("default", True, "cudnn"),
+    "hddm compile+flash": ("default", True, "flash"),
     "hddm compile+cudnn+graphs": ("reduce-overhead", True, "cudnn"),
+    "hddm compile+tuned": ("default", True, "auto"),
+    "hddm compile+tuned+graphs": ("reduce-overhead", True, "auto"),
     "hddm autotune": ("max-autotune-no-cudagraphs", True, "auto"),
     "hddm autotune+graphs": ("max-autotune", True, "auto"),
 }
@@ -105,7 +112,9 @@ def time_forward(fn, inputs, warmup: int, iters: int, device: torch.device) -> t
 def run_variant(arch: str, variant: str, batch: int, args, device: torch.device) -> dict:
     _, fused, backend = VARIANTS[variant]
     Mlp.fused_gelu = fused
-    with attention_backend(backend if device.type == "cuda" else "auto"):
+    tuning = (torch._inductor.config.patch(coordinate_descent_tuning=True) if "tuned" in variant
+              else nullcontext())
+    with tuning, attention_backend(backend if device.type == "cuda" else "auto"):
         return _run_variant(arch, variant, batch, args, device)
 
 

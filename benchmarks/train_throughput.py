@@ -14,9 +14,10 @@ batch size is reported, not fatal.
 TF32 off → TF32 matmuls → bf16 autocast with a for-each (unfused) AdamW → fused AdamW →
 ``torch.compile`` of each DiT block (regional compilation: one compiled block reused by all N, so the
 compile takes seconds, not minutes) → the residual stream in bf16 (``DiT.residual_dtype``: every
-element-wise pass between the matmuls moves half the bytes) → cuDNN's fused attention instead of flash
-attention → the whole model compiled (fusions across block boundaries) → inductor's coordinate-descent
-tuning of its Triton kernels. ``+autotune blocks``/``+autotune model`` try ``max-autotune-no-cudagraphs``
+element-wise pass between the matmuls moves half the bytes) → the whole model compiled (fusions across
+block boundaries) → inductor's coordinate-descent tuning of its Triton kernels. Attention goes through
+SDPA's default backend (cuDNN on Hopper with torch 2.11) unless a row names one (``+cudnn attention``,
+``+flash attention``: FlashAttention-2). ``+autotune blocks``/``+autotune model`` try ``max-autotune-no-cudagraphs``
 (Triton GEMM templates with fused epilogues). ``--variants`` picks a subset by name (see ``LADDER``);
 ``--profile`` prints each row's GPU time by kernel category (matmul, attention, Triton element-wise...).
 """
@@ -65,9 +66,9 @@ LADDER: dict[str, Variant] = {v.name: v for v in [
     Variant("+compile blocks", "bf16", compile="blocks"),
     Variant("+bf16 residual", "bf16", compile="blocks", residual="bf16"),
     Variant("+cudnn attention", "bf16", compile="blocks", residual="bf16", attention="cudnn"),
-    Variant("+compile model", "bf16", compile="model", residual="bf16", attention="cudnn"),
-    Variant("+coordinate descent", "bf16", compile="model", residual="bf16", attention="cudnn",
-            coordinate_descent=True),
+    Variant("+compile model", "bf16", compile="model", residual="bf16"),
+    Variant("+flash attention", "bf16", compile="model", residual="bf16", attention="flash"),
+    Variant("+coordinate descent", "bf16", compile="model", residual="bf16", coordinate_descent=True),
     Variant("+autotune blocks", "bf16", compile="blocks", mode="max-autotune-no-cudagraphs"),
     Variant("+autotune model", "bf16", compile="model", mode="max-autotune-no-cudagraphs"),
 ]}

@@ -91,9 +91,10 @@ class LabelEmbedder(nn.Module):
 
 def _lt_gelu_ok(x: Tensor, fc: nn.Linear) -> bool:
     """Whether fc1 + GELU can run as one cuBLASLt matmul with the GELU(tanh) in its epilogue: CUDA, no
-    autograd to feed (the epilogue keeps no pre-activation for a backward), input dtype = weight dtype
-    (not under autocast with fp32 weights)."""
+    autograd to feed (the epilogue keeps no pre-activation for a backward), no autocast (which would not
+    cast this op's operands), input dtype = weight dtype."""
     return (x.is_cuda and fc.bias is not None and x.dtype == fc.weight.dtype
+            and not torch.is_autocast_enabled(x.device.type)
             and not (torch.is_grad_enabled() and (x.requires_grad or fc.weight.requires_grad)))
 
 
