@@ -5,7 +5,10 @@ A config names the data, the FD classifier, the clustering, the experts (objecti
 compute multiple), the router, and the *ensembles* to evaluate: which experts, how they are routed
 (``learned`` router over the clusters, ``uniform``, ``threshold`` τ with low/high experts, or ``none``
 for one expert) and which sampler (the shared-velocity ``ensemble`` ODE or the expert's ``ddim``).
-``threshold_sweeps`` expand into one ensemble per (ordering, τ). See ``experiments/cifar10_small.yaml``.
+``threshold_sweeps`` expand into one ensemble per (ordering, τ). ``train.seeds`` replicates every
+expert, the monolithic model and the router once per training seed; every ensemble is evaluated for
+each. ``comparisons`` name the pairs whose paired differences the summary reports (threshold sweeps add
+FM→DDPM vs DDPM→FM at each τ). See ``experiments/cifar10_small.yaml`` and ``cifar10_routed.yaml``.
 """
 
 from __future__ import annotations
@@ -62,17 +65,29 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Per-expert optimisation; an expert with ``compute: c`` trains ``c × steps`` steps on the same batch."""
+    """Per-expert optimisation; an expert with ``compute: c`` trains ``c × steps`` steps on the same batch.
+
+    Training seed s fixes an expert's initial weights, data order and noise; with ``seeds`` every expert
+    (and the router, with seed ``router.seed + s``) is trained once per seed. ``workers`` processes share
+    the device and each trains whole experts, so an expert's steps, batches and seed are those of a run
+    alone; ``budget_s`` is then spread over the processes (``experts.fit_steps``), still as a step count.
+    """
 
     steps: int = 1000
-    budget_s: float | None = None    # if set: steps = budget_s / (Σ compute × measured s/step), same for all
+    budget_s: float | None = None    # if set: steps fitted to this wall time from measured s/step, same for all
     batch_size: int = 256
     lr: float = 2e-4
     warmup_steps: int = 100
     ema_decay: float = 0.9999
     grad_clip: float = 1.0
     seed: int = 0
-    compile: bool = False
+    seeds: tuple[int, ...] = ()      # training seeds; () = (seed,)
+    compile: bool = False            # torch.compile every DiT block (all experts alike); eager if it fails
+    workers: int = 1                 # expert-training processes on the device; 1 = in this process
+
+    @property
+    def training_seeds(self) -> tuple[int, ...]:
+        return self.seeds or (self.seed,)
 
 
 @dataclass(frozen=True)
@@ -135,6 +150,14 @@ class ThresholdSweep:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """``a`` against ``b``: the summary reports a − b per training seed, paired by sampling seed."""
+
+    a: str
+    b: str
+
+
+@dataclass(frozen=True)
 class LossCurveConfig:
     experts: tuple[str, ...] = ()
     reference: str = "cluster:0"
@@ -156,7 +179,8 @@ class ExperimentConfig:
     sampling: SamplingConfig = SamplingConfig()
     threshold_sweeps: tuple[ThresholdSweep, ...] = ()
     loss_curves: LossCurveConfig = LossCurveConfig()
-    budget_s: float | None = None    # wall-clock limit: ensembles not started by then are reported as skipped
+    comparisons: tuple[Comparison, ...] = ()
+    budget_s: float | None = None    # wall-clock limit: evaluations not started by then are reported as skipped
 
     def expert(self, name: str) -> ExpertConfig:
         return next(e for e in self.experts if e.name == name)
@@ -164,6 +188,12 @@ class ExperimentConfig:
     def all_ensembles(self) -> tuple[EnsembleConfig, ...]:
         """The listed ensembles, then every threshold sweep expanded (one ensemble per ordering and τ)."""
         return self.ensembles + tuple(e for s in self.threshold_sweeps for e in expand_sweep(s))
+
+    def all_comparisons(self) -> tuple[Comparison, ...]:
+        """The listed comparisons, then FM→DDPM vs DDPM→FM at every τ of every sweep with both orderings."""
+        swept = tuple(Comparison(f"{s.name}-fm-first-tau{tau:g}", f"{s.name}-ddpm-first-tau{tau:g}")
+                      for s in self.threshold_sweeps if set(ORDERINGS) <= set(s.orderings) for tau in s.taus)
+        return self.comparisons + swept
 
 
 def expand_sweep(s: ThresholdSweep) -> list[EnsembleConfig]:
@@ -229,6 +259,8 @@ def parse_config(data: Any, source: str = "config") -> ExperimentConfig:
     if not isinstance(data, dict):
         raise SpecError(f"{source} must be a YAML mapping at the top level")
     data = dict(data)
+    if isinstance(data.get("train"), dict) and {"seed", "seeds"} <= set(data["train"]):
+        raise SpecError(f"{source}: give train.seed or train.seeds, not both")
     ens = data.get("ensembles", [])
     if isinstance(ens, list):
         data["ensembles"] = [{**e, "router": _router_spec(e["router"], "")} if isinstance(e, dict) and "router" in e
@@ -266,6 +298,7 @@ def validate(cfg: ExperimentConfig) -> None:
     get_preset(cfg.router.preset)
     if cfg.sampling.solver not in ("euler", "heun") or cfg.sampling.n < 2 or not cfg.sampling.seeds:
         raise SpecError("sampling needs solver euler|heun, n ≥ 2 and at least one seed")
+    _validate_training(cfg)
     _validate_experts(cfg)
     for s in cfg.threshold_sweeps:
         bad = [o for o in s.orderings if o not in ORDERINGS]
@@ -282,6 +315,20 @@ def validate(cfg: ExperimentConfig) -> None:
         if n not in names:
             raise SpecError(f"loss_curves names unknown expert {n!r}; known experts: {', '.join(sorted(names))}")
     _reference(cfg.loss_curves.reference, cfg.clusters.k, "loss_curves")
+    for c in cfg.comparisons:
+        for n in (c.a, c.b):
+            if n not in seen:
+                raise SpecError(f"comparison {c.a} vs {c.b} names unknown ensemble {n!r}")
+
+
+def _validate_training(cfg: ExperimentConfig) -> None:
+    t = cfg.train
+    if len(set(t.training_seeds)) != len(t.training_seeds):
+        raise SpecError(f"train.seeds must be distinct, got {list(t.seeds)}")
+    if t.workers < 1:
+        raise SpecError(f"train.workers must be at least 1, got {t.workers}")
+    if t.budget_s is not None and not t.budget_s > 0:
+        raise SpecError(f"train.budget_s must be positive, got {t.budget_s}")
 
 
 def _validate_experts(cfg: ExperimentConfig) -> None:

@@ -71,15 +71,19 @@ def make_sampler(e: EnsembleConfig, cfg: ExperimentConfig, experts: dict[str, Tr
 
 
 @torch.no_grad()
-def generate(sampler: Callable[[Tensor], Tensor], n: int, seed: int, batch: int, shape: tuple[int, ...],
-             device: torch.device, progress: Callable[[int], None] | None = None) -> Tensor:
-    """``n`` uint8 images (n, 3, H, W) on the CPU from the noise of ``seed``."""
-    noise = torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed))  # (n, C, H, W)
+def generate(sampler: Callable[[Tensor], Tensor], n: int, seeds: list[int] | tuple[int, ...], batch: int,
+             shape: tuple[int, ...], device: torch.device, progress: Callable[[int], None] | None = None) -> list[Tensor]:
+    """``n`` uint8 images (n, 3, H, W) on the CPU per seed, each from the noise of its seed.
+
+    The seeds' noise is sampled as one stream cut into ``batch``-sized calls, so a batch may span two
+    seeds: fewer, larger calls (the sampler is launch-bound at small batches) and the same noise per seed.
+    """
+    noise = torch.cat([torch.randn((n, *shape), generator=torch.Generator().manual_seed(s)) for s in seeds])
     out = []
-    for i in range(0, n, batch):
+    for i in range(0, len(noise), batch):
         with autocast(device):
             x = sampler(noise[i:i + batch].to(device))
         out.append(to_uint8(x.float()).cpu())
         if progress:
-            progress(min(batch, n - i))
-    return torch.cat(out)
+            progress(min(batch, len(noise) - i))
+    return list(torch.cat(out).split(n))

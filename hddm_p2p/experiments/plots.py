@@ -32,7 +32,8 @@ def _done(rows: list[dict]) -> list[dict]:
 
 
 def plot_bars(rows: list[dict], path: Path, title: str, fd_label: str) -> None:
-    """Horizontal bars of FD and diversity (mean ± std over sampling seeds), one bar per configuration."""
+    """Horizontal bars of FD and diversity, one bar per configuration: mean ± std over training seeds
+    (over sampling seeds with one), and a dot per training seed."""
     rows = _done(rows)
     if not rows:
         return
@@ -43,6 +44,9 @@ def plot_bars(rows: list[dict], path: Path, title: str, fd_label: str) -> None:
         means = [r[key]["mean"] for r in rows][::-1]
         errs = [r[key]["std"] for r in rows][::-1]
         ax.barh(names, means, xerr=errs, color=["#4c72b0" if "ddpm" not in n else "#dd8452" for n in names])
+        for i, r in enumerate(rows[::-1]):
+            seeds = r[key].get("per_training_seed", [])
+            ax.plot(seeds, [i] * len(seeds), "k.", ms=4)
         ax.set_xlabel(label, fontsize=8)
         lo = min(means) - 2 * max(errs + [0]) if key == "diversity" else 0
         ax.set_xlim(left=max(lo, 0))
@@ -53,7 +57,8 @@ def plot_bars(rows: list[dict], path: Path, title: str, fd_label: str) -> None:
 
 
 def plot_threshold(rows: list[dict], path: Path, fd_label: str) -> None:
-    """FD and diversity against τ, one line per ordering (rows named ``*-<ordering>-tau<τ>``)."""
+    """FD and diversity against τ, one line per ordering (rows named ``*-<ordering>-tau<τ>``); error bars as
+    in ``plot_bars``."""
     pat = re.compile(r"-(fm-first|ddpm-first)-tau([0-9.]+)$")
     series: dict[str, list[tuple[float, dict]]] = {}
     for r in _done(rows):

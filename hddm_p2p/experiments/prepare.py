@@ -22,7 +22,8 @@ from hddm_p2p.errors import SpecError
 from hddm_p2p.eval.classifier import ClassifierExtractor, get_recipe, save_classifier
 from hddm_p2p.eval.frechet import Stats, StatsAccumulator
 from hddm_p2p.experiments.config import ClassifierConfig, ClusterConfig, DataConfig
-from hddm_p2p.train.data import Filter, InMemoryData, load_in_memory
+from hddm_p2p.experiments.shards import load_shard_sets
+from hddm_p2p.train.data import InMemoryData
 
 Tensor = torch.Tensor
 
@@ -51,9 +52,9 @@ class Clusters:
 
 
 def load_data(cfg: DataConfig) -> tuple[InMemoryData, InMemoryData]:
-    """(train, test) decoded into memory; labels are CIFAR-10 classes."""
-    train = load_in_memory(cfg.train, cfg.resolution, Filter(limit=cfg.train_limit))
-    test = load_in_memory(cfg.test, cfg.resolution, Filter(limit=cfg.test_limit))
+    """(train, test) decoded into memory, every shard in parallel; labels are CIFAR-10 classes. Relative
+    paths are resolved against the working directory."""
+    train, test = load_shard_sets([(cfg.train, cfg.train_limit), (cfg.test, cfg.test_limit)], cfg.resolution)
     return train, test
 
 

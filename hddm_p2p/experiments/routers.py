@@ -1,5 +1,5 @@
-"""The experiment's routers: one learned router over the K clusters (trained once, shared by every
-routed ensemble), and the training-free ones the config can name (uniform, threshold, none).
+"""The experiment's routers: one learned router over the K clusters per training seed (shared by every
+routed ensemble of that seed), and the training-free ones the config can name (uniform, threshold, none).
 
 The learned router is ``hddm_p2p.train.router``'s DiT-shaped classifier trained with cross-entropy
 against the cluster labels on x_t = (1−t)·x0 + t·ε; logits column j belongs to cluster j, so an
@@ -29,27 +29,28 @@ def autocast(device: torch.device):
 
 
 def train_cluster_router(cfg: ExperimentConfig, train: InMemoryData, clusters: Clusters, out: Path,
-                         device: torch.device) -> tuple[LoadedRouter, dict]:
-    """Train the router on all training images labelled by cluster; write a router directory to ``out``."""
+                         device: torch.device, training_seed: int = 0) -> tuple[LoadedRouter, dict]:
+    """Train the router (seed ``router.seed + training_seed``) on all training images labelled by cluster;
+    write a router directory to ``out``."""
     r = cfg.router
-    rc = RouterTrainConfig(preset=r.preset, steps=r.steps, batch_size=r.batch_size, lr=r.lr, seed=r.seed,
-                           device=str(device), name=f"{cfg.name}-router")
+    rc = RouterTrainConfig(preset=r.preset, steps=r.steps, batch_size=r.batch_size, lr=r.lr,
+                           seed=r.seed + training_seed, device=str(device), name=f"{cfg.name}-router")
     data = LabelledData(train.x, torch.from_numpy(clusters.train), "pixel")
-    train_idx, val_idx = _split(len(train), rc.holdout, rc.seed)
+    train_idx, val_idx = _split(len(train), rc.holdout, r.seed)  # one held-out split for every training seed
     val_idx = val_idx[:rc.max_eval]
     arch = router_preset(r.preset, clusters.k, input_size=train.x.shape[-1], in_channels=3)
-    torch.manual_seed(r.seed)
+    torch.manual_seed(rc.seed)
     model = Router(arch).to(device)
     # fp32: the router is small next to the experts, and the DiT-S/4 router trained under bf16 autocast on an
     # H200 stayed at a constant prediction (2026-11-27 run); fp32 removes that variable.
     final_loss = fit(model, data, train_idx, rc, device)
-    acc = accuracy_by_t(model, data, val_idx, device, rc.seed + 1)
+    acc = accuracy_by_t(model, data, val_idx, device, r.seed + 1)  # the same probe noise for every seed
     chance = float(np.bincount(data.labels[val_idx].numpy(), minlength=clusters.k).max() / len(val_idx))
     experts = [f"cluster:{j}" for j in range(clusters.k)]
     desc = {"kind": "router", "name": rc.name,
             "architecture": {"family": "dit-router", "preset": r.preset, "config": arch.__dict__},
             "experts": experts, "path": "flow-linear", "feature_extractor": clusters.feature_extractor,
-            "training": {"steps": r.steps, "batch_size": r.batch_size, "lr": r.lr, "seed": r.seed,
+            "training": {"steps": r.steps, "batch_size": r.batch_size, "lr": r.lr, "seed": rc.seed,
                          "final_loss": final_loss, "majority_rate": chance, "held_out": len(val_idx)},
             "accuracy_by_t": acc}
     save_router(out, model, desc)

@@ -1,0 +1,116 @@
+"""Decode webdataset shards into memory in parallel, one process per shard, without webdataset.
+
+    shard files ─► (forked process per shard) tarfile ─► samples grouped by key ─► decode_sample (PIL)
+                ─► uint8 (n, 3, R, R) per shard ─► concatenated in shard order
+
+Samples are formed as webdataset forms them (regular members; key = path up to the first dot of the
+file name, suffix lower-cased; consecutive members with one key make a sample; ``__meta__`` members
+skipped) and decoded by the project's own ``decode_sample``, so the images, labels, captions, keys and
+skip count equal ``hddm_p2p.train.data.load_in_memory``'s (tests/experiments/test_shards.py). CIFAR-10's
+60,000 JPEGs took ~20 s through webdataset on the H200 machine's CPU; six shards in six processes take
+the time of one. Children touch no OpenMP and no accelerator (safe to fork after CUDA is initialised).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import re
+import tarfile
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import torch
+
+from hddm_p2p.errors import DataError
+from hddm_p2p.train.data import Filter, InMemoryData, decode_sample, load_in_memory, resolve_source
+
+_KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext
+_META = re.compile(r"__[^/]*__($|/)")
+
+
+def tar_samples(path: str):
+    """Raw samples ({suffix: bytes, "__key__": key}) of one tar shard, in member order."""
+    sample: dict | None = None
+    with tarfile.open(path, mode="r|*") as tar:
+        for info in tar:
+            if not info.isreg() or _META.match(info.name):
+                continue
+            m = _KEY.match(info.name)
+            if m is None:
+                continue
+            key, suffix = m.group(1), m.group(2).lower()
+            data = tar.extractfile(info).read()
+            if sample is None or key != sample["__key__"]:
+                if sample is not None and len(sample) > 1:
+                    yield sample
+                sample = {"__key__": key}
+            sample[suffix] = data
+    if sample is not None and len(sample) > 1:
+        yield sample
+
+
+def read_shard(path: str, resolution: int, limit: int | None) -> tuple[bytes, list[int], list[str], list[str], int]:
+    """(uint8 pixels of n images as bytes, labels, captions, keys, skipped) of the first ``limit`` samples."""
+    pixels, labels, captions, keys, skipped = [], [], [], [], 0
+    for raw in tar_samples(path):
+        decoded = decode_sample(raw, resolution)
+        if decoded is None:
+            skipped += 1
+            continue
+        img, label, caption = decoded
+        pixels.append(img.contiguous().numpy().tobytes())  # (3, R, R) uint8; too small for a parallel kernel
+        labels.append(label), captions.append(caption), keys.append(raw["__key__"])
+        if limit is not None and len(keys) >= limit:
+            break
+    return b"".join(pixels), labels, captions, keys, skipped
+
+
+def _context():
+    return mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+
+
+def load_shard_sets(sets: list[tuple[str, int | None]], resolution: int) -> list[InMemoryData]:
+    """One ``InMemoryData`` per (source, limit); every shard of every webdataset source decoded in parallel."""
+    resolved = [resolve_source(src) for src, _ in sets]
+    jobs = [(f, limit) for (kind, files), (_, limit) in zip(resolved, sets) if kind == "shards" for f in files]
+    ctx, parts = _context(), {}
+    if ctx is not None and len(jobs) > 1:
+        with warnings.catch_warnings():  # fork with threads alive: the children use neither them nor their locks
+            warnings.simplefilter("ignore", DeprecationWarning)
+            with ProcessPoolExecutor(min(len(jobs), os.cpu_count() or 1), mp_context=ctx) as ex:
+                parts = dict(zip(jobs, ex.map(read_shard, [f for f, _ in jobs], [resolution] * len(jobs),
+                                              [lim for _, lim in jobs])))
+    out = []
+    for (kind, files), (src, limit) in zip(resolved, sets):
+        if kind != "shards":  # image folders and latents: the project's loader
+            out.append(load_in_memory(src, resolution, Filter(limit=limit)))
+            continue
+        shards = [parts.get((f, limit)) or read_shard(f, resolution, limit) for f in files]
+        out.append(_join(shards, ",".join(files), resolution, limit))
+    return out
+
+
+def _join(shards: list[tuple], source: str, resolution: int, limit: int | None) -> InMemoryData:
+    """Shards' parts in order, cut at ``limit`` samples (skips counted up to there, as load_in_memory does)."""
+    blobs, labels, captions, keys, skipped = [], [], [], [], 0
+    for blob, lab, cap, key, skip in shards:
+        if limit is not None and len(keys) >= limit:
+            break
+        take = len(key) if limit is None else min(len(key), limit - len(keys))
+        blobs.append(blob[: take * 3 * resolution * resolution])
+        labels += lab[:take]
+        captions += cap[:take]
+        keys += key[:take]
+        skipped += skip
+    if not keys:
+        raise DataError(f"no usable samples in {source} ({skipped} skipped); check the path")
+    x = torch.frombuffer(bytearray(b"".join(blobs)), dtype=torch.uint8).view(len(keys), 3, resolution, resolution)
+    x = x.clone()  # torch-owned storage: it can move to shared memory for the training workers
+    return InMemoryData(x, torch.tensor(labels, dtype=torch.long), captions, keys, "pixel", source, skipped)
+
+
+def load_shards(source: str | Path, resolution: int = 32, limit: int | None = None) -> InMemoryData:
+    """``load_in_memory(source, resolution, Filter(limit=limit))``, decoded in parallel."""
+    return load_shard_sets([(str(source), limit)], resolution)[0]
