@@ -16,6 +16,8 @@ activations; no autocast), in eval mode under ``torch.inference_mode``. Rows (``
     hddm compile+cudnn+graphs                + CUDA graphs (``mode="reduce-overhead"``)
     hddm compile+tuned(+graphs)              inductor's coordinate-descent tuning of its Triton kernels
                                              (the fused residual/LayerNorm/modulate passes) (+ CUDA graphs)
+    hddm compile+multikernel(+tuned)         inductor's multi-kernel reductions: persistent and looped
+                                             versions of each reduction, the faster picked at run time
     hddm autotune / hddm autotune+graphs     ``max-autotune-no-cudagraphs`` / ``max-autotune``
 
 Time: median over ``--iters`` calls measured with CUDA events after ``--warmup`` calls (wall clock on
@@ -52,6 +54,8 @@ VARIANTS = {
     "hddm compile+cudnn+graphs": ("reduce-overhead", True, "cudnn"),
     "hddm compile+tuned": ("default", True, "auto"),
     "hddm compile+tuned+graphs": ("reduce-overhead", True, "auto"),
+    "hddm compile+multikernel": ("default", True, "auto"),
+    "hddm compile+multikernel+tuned": ("default", True, "auto"),
     "hddm autotune": ("max-autotune-no-cudagraphs", True, "auto"),
     "hddm autotune+graphs": ("max-autotune", True, "auto"),
 }
@@ -112,8 +116,10 @@ def time_forward(fn, inputs, warmup: int, iters: int, device: torch.device) -> t
 def run_variant(arch: str, variant: str, batch: int, args, device: torch.device) -> dict:
     _, fused, backend = VARIANTS[variant]
     Mlp.fused_gelu = fused
-    tuning = (torch._inductor.config.patch(coordinate_descent_tuning=True) if "tuned" in variant
-              else nullcontext())
+    patch = {"coordinate_descent_tuning": True} if "tuned" in variant else {}
+    if "multikernel" in variant:
+        patch["triton.multi_kernel"] = 1
+    tuning = torch._inductor.config.patch(patch) if patch else nullcontext()
     with tuning, attention_backend(backend if device.type == "cuda" else "auto"):
         return _run_variant(arch, variant, batch, args, device)
 

@@ -15,7 +15,8 @@ TF32 off → TF32 matmuls → bf16 autocast with a for-each (unfused) AdamW → 
 ``torch.compile`` of each DiT block (regional compilation: one compiled block reused by all N, so the
 compile takes seconds, not minutes) → the residual stream in bf16 (``DiT.residual_dtype``: every
 element-wise pass between the matmuls moves half the bytes) → the whole model compiled (fusions across
-block boundaries) → inductor's coordinate-descent tuning of its Triton kernels. Attention goes through
+block boundaries) → inductor's coordinate-descent tuning of its Triton kernels; ``+multi-kernel``: each
+reduction (LayerNorm...) generated persistent and looped, the faster picked at run time. Attention goes through
 SDPA's default backend (cuDNN on Hopper with torch 2.11) unless a row names one (``+cudnn attention``,
 ``+flash attention``: FlashAttention-2). ``+autotune blocks``/``+autotune model`` try ``max-autotune-no-cudagraphs``
 (Triton GEMM templates with fused epilogues). ``--variants`` picks a subset by name (see ``LADDER``);
@@ -51,7 +52,7 @@ class Variant:
     mode: str | None = None        # torch.compile mode
     residual: str = "fp32"         # residual stream under bf16 autocast: "fp32" (DiT's) | "bf16"
     attention: str = "auto"        # SDPA backend: "auto" | "cudnn" | "flash"
-    coordinate_descent: bool = False  # inductor's coordinate-descent tuning of its Triton kernels
+    inductor: tuple = ()           # inductor config overrides, (("coordinate_descent_tuning", True),)
 
     @property
     def label(self) -> str:
@@ -68,7 +69,9 @@ LADDER: dict[str, Variant] = {v.name: v for v in [
     Variant("+cudnn attention", "bf16", compile="blocks", residual="bf16", attention="cudnn"),
     Variant("+compile model", "bf16", compile="model", residual="bf16"),
     Variant("+flash attention", "bf16", compile="model", residual="bf16", attention="flash"),
-    Variant("+coordinate descent", "bf16", compile="model", residual="bf16", coordinate_descent=True),
+    Variant("+coordinate descent", "bf16", compile="model", residual="bf16",
+            inductor=(("coordinate_descent_tuning", True),)),
+    Variant("+multi-kernel", "bf16", compile="model", residual="bf16", inductor=(("triton.multi_kernel", 1),)),
     Variant("+autotune blocks", "bf16", compile="blocks", mode="max-autotune-no-cudagraphs"),
     Variant("+autotune model", "bf16", compile="model", mode="max-autotune-no-cudagraphs"),
 ]}
@@ -90,8 +93,7 @@ def time_training(arch: str, batch: int, steps: int, warmup: int, device: torch.
     """Seconds per step and images/s of ``steps`` timed training steps (``variant`` overrides dtype/compile)."""
     v = variant or Variant(f"{dtype}{' compiled' if compile else ' eager'}", dtype, device.type == "cuda",
                            "model" if compile else None)
-    tuning = (torch._inductor.config.patch(coordinate_descent_tuning=True) if v.coordinate_descent
-              else nullcontext())
+    tuning = torch._inductor.config.patch(dict(v.inductor)) if v.inductor else nullcontext()
     with tuning, attention_backend(v.attention if device.type == "cuda" else "auto"):
         return _time_training(arch, batch, steps, warmup, device, v, profile)
 

@@ -136,6 +136,8 @@ class Ensemble:
         # row i of ``order``: the samples routed to expert i first, in batch order (stable sort)
         order = torch.sort(mask.to(torch.uint8), dim=1, descending=True, stable=True).indices
         active = [i for i, n in enumerate(counts) if n > 0]
+        for i in active:  # experts that load lazily (pipeline.lazy) start reading from disk side by side
+            getattr(self.experts[i][0], "prefetch", lambda: None)()
         parts = {}
         for i in active:
             idx = order[i, : counts[i]]

@@ -17,7 +17,10 @@ class LazyExpert:
     ``device`` only for the duration of a call (``moves`` counts those transfers). ``calls`` counts
     invocations and ``rows`` the samples they carried. With ``dtype`` (e.g. bf16) inputs are cast to it and
     the output is returned as float32. With ``compile=True`` the module's blocks are compiled once loaded
-    (``hddm_p2p.models.compile``: experts of one architecture share the compiled graph).
+    (``hddm_p2p.models.compile``: experts of one architecture share the compiled graph). ``prefetch()``
+    starts the load on a background thread, so that the experts one step routes to are read from disk
+    side by side (the ensemble calls it for every expert it is about to run); a failed prefetch leaves the
+    expert unloaded and the error is raised by the call that needs it.
     """
 
     def __init__(self, path: Path, loader: Callable, device: str | torch.device = "cpu",
@@ -30,10 +33,23 @@ class LazyExpert:
         self.calls = 0
         self.rows = 0
         self._lock = threading.Lock()
+        self._prefetch: threading.Thread | None = None
 
     @property
     def loaded(self) -> bool:
         return self.module is not None
+
+    def prefetch(self) -> None:
+        """Start loading now, on a background thread, unless loaded or loading already."""
+        if self.module is None and self._prefetch is None:
+            def load():
+                try:
+                    self._ensure()
+                except Exception:  # noqa: BLE001 - the call that needs the expert loads again and raises
+                    pass
+
+            self._prefetch = threading.Thread(target=load, name=f"load {self.path.name}", daemon=True)
+            self._prefetch.start()
 
     def _ensure(self) -> torch.nn.Module:
         with self._lock:

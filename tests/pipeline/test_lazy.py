@@ -54,3 +54,47 @@ def test_bf16_expert_returns_float32(world):
     e = LazyExpert(world.dirs[1] / "model.safetensors", load_weights, dtype=torch.bfloat16)
     out = e(torch.randn(2, 3, 8, 8), torch.full((2,), 500.0))
     assert out.dtype == torch.float32 and next(e.module.parameters()).dtype == torch.bfloat16
+
+
+def test_prefetch_loads_in_the_background_once(world):
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+    calls = []
+
+    def slow_loader(path, device, dtype):
+        calls.append(path)
+        started.set()
+        release.wait(10)
+        return load_weights(path, device, dtype)
+
+    e = LazyExpert(world.dirs[0] / "model.safetensors", slow_loader)
+    e.prefetch()
+    assert started.wait(10) and not e.loaded  # loading, not yet loaded: prefetch did not block
+    e.prefetch()  # a second prefetch starts nothing new
+    release.set()
+    e(torch.randn(2, 3, 8, 8), torch.ones(2))  # waits for the background load instead of loading again
+    assert e.loads == 1 and len(calls) == 1
+
+
+def test_failed_prefetch_raises_at_the_call(world, tmp_path):
+    import pytest
+
+    from hddm_p2p.errors import HddmError
+
+    missing = LazyExpert(tmp_path / "gone.safetensors", load_weights)
+    missing.prefetch()
+    missing._prefetch.join(10)
+    assert not missing.loaded
+    with pytest.raises((HddmError, OSError)):
+        missing(torch.randn(1, 3, 8, 8), torch.ones(1))
+
+
+def test_ensemble_prefetches_only_routed_experts(world):
+    from hddm_p2p.diffusion import Ensemble, ExpertSpec
+
+    experts = [LazyExpert(d / "model.safetensors", load_weights) for d in world.dirs[:3]]
+    spec = ExpertSpec("velocity", "flow-linear")
+    router = lambda x, t: torch.tensor([[5.0, -5.0, 4.0]]).expand(x.shape[0], -1)  # noqa: E731
+    Ensemble([(e, spec) for e in experts], router, mode="top-k", k=2).velocity(torch.randn(2, 3, 8, 8), 0.5)
+    assert [e.loads for e in experts] == [1, 0, 1] and experts[1]._prefetch is None
