@@ -150,15 +150,14 @@ def measure_rate(cfg: ExperimentConfig, x: Tensor, labels: Tensor, device: str, 
     ``seconds`` after warm-up (which compiles, if asked); with ``barrier``, every worker starts timing at
     once, so the rate is the one each gets while all share the device. A failed compile is reported."""
     data = InMemoryData(x, labels, [""] * len(x), [], "pixel", "calibration")
-    seed, error = cfg.train.training_seeds[0], None
-    trainer = make_trainer(cfg, data, ObjectiveConfig(time_scale=TIME_SCALE, cond_dropout=0.0), 1 << 20, seed,
-                           device, out, compile)
-    t0 = time.perf_counter()
+    seed, error, t0 = cfg.train.training_seeds[0], None, time.perf_counter()
     try:
+        trainer = make_trainer(cfg, data, ObjectiveConfig(time_scale=TIME_SCALE, cond_dropout=0.0), 1 << 20, seed,
+                               device, out, compile)
         for _ in range(3):
             trainer.train_step()
     except Exception as e:  # a compiler that cannot build here; the caller re-measures eager
-        error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+        error = describe_error(e)
     _sync(device)
     warmup = time.perf_counter() - t0
     if barrier is not None:
@@ -171,6 +170,11 @@ def measure_rate(cfg: ExperimentConfig, x: Tensor, labels: Tensor, device: str, 
     wall = time.perf_counter() - t0
     return {"steps": steps, "seconds": round(wall, 4), "steps_per_s": steps / wall if steps else 0.0,
             "warmup_s": round(warmup, 2), "compiled": compile and error is None, "compile_error": error}
+
+
+def describe_error(e: BaseException) -> str:
+    """One line: the exception type and the first line of its message."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
 
 
 def _sync(device: str) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from hddm_p2p.experiments.config import ExperimentConfig
-from hddm_p2p.experiments.experts import make_trainer, measure_rate
+from hddm_p2p.experiments.experts import describe_error, make_trainer, measure_rate
 from hddm_p2p.train.data import InMemoryData
 from hddm_p2p.train.objectives import ObjectiveConfig
 
@@ -50,7 +50,7 @@ def warm_up(cfg: ExperimentConfig, device: str, compile: bool) -> dict:
             for _ in range(2):
                 trainer.train_step()
     except Exception as e:
-        error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+        error = describe_error(e)
     return {"pid": os.getpid(), "warmup_s": round(time.perf_counter() - t0, 2), "warmup_error": error}
 
 
@@ -61,6 +61,8 @@ def _init_worker(cfg: ExperimentConfig, device: str, compile: bool, barrier) -> 
 
 
 def _worker_info() -> dict:
+    """This worker's warm-up; returns once every worker has warmed up (so each reports once)."""
+    _WORKER["barrier"].wait(timeout=300)
     return {k: _WORKER.get(k) for k in ("pid", "warmup_s", "warmup_error")}
 
 
@@ -113,12 +115,8 @@ class PoolJobs:
         return self.pool.submit(fn, *args, **kwargs)
 
     def warm_up_report(self) -> list[dict]:
-        """Each worker's warm-up (seconds, error); waits until the workers are up."""
-        seen = {}
-        for f in self._info:
-            info = f.result()
-            seen[info["pid"]] = info
-        return list(seen.values())
+        """Each worker's warm-up (seconds, error); waits until every worker is up."""
+        return [f.result() for f in self._info]
 
     def measure(self, cfg, x, labels, compile: bool, out: Path, seconds: float = 3.0) -> list[dict]:
         """Every worker's step rate while all train at once (one measurement per worker, by the barrier)."""

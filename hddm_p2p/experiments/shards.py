@@ -51,20 +51,21 @@ def tar_samples(path: str):
         yield sample
 
 
-def read_shard(path: str, resolution: int, limit: int | None) -> tuple[bytes, list[int], list[str], list[str], int]:
-    """(uint8 pixels of n images as bytes, labels, captions, keys, skipped) of the first ``limit`` samples."""
-    pixels, labels, captions, keys, skipped = [], [], [], [], 0
+def read_shard(path: str, resolution: int, limit: int | None) -> tuple[bytes, list[int], list[str], list[str], list[int]]:
+    """(uint8 pixels of the first ``limit`` usable images as bytes, labels, captions, keys, skips): skips[i]
+    counts the unusable samples before image i, the last entry those after the last image read."""
+    pixels, labels, captions, keys, skips = [], [], [], [], [0]
     for raw in tar_samples(path):
         decoded = decode_sample(raw, resolution)
         if decoded is None:
-            skipped += 1
+            skips[-1] += 1
             continue
         img, label, caption = decoded
         pixels.append(img.contiguous().numpy().tobytes())  # (3, R, R) uint8; too small for a parallel kernel
-        labels.append(label), captions.append(caption), keys.append(raw["__key__"])
+        labels.append(label), captions.append(caption), keys.append(raw["__key__"]), skips.append(0)
         if limit is not None and len(keys) >= limit:
             break
-    return b"".join(pixels), labels, captions, keys, skipped
+    return b"".join(pixels), labels, captions, keys, skips
 
 
 def _context():
@@ -93,17 +94,17 @@ def load_shard_sets(sets: list[tuple[str, int | None]], resolution: int) -> list
 
 
 def _join(shards: list[tuple], source: str, resolution: int, limit: int | None) -> InMemoryData:
-    """Shards' parts in order, cut at ``limit`` samples (skips counted up to there, as load_in_memory does)."""
+    """Shards' parts in order, cut at ``limit`` images; unusable samples are counted up to the cut, as
+    ``load_in_memory`` counts them."""
     blobs, labels, captions, keys, skipped = [], [], [], [], 0
-    for blob, lab, cap, key, skip in shards:
+    for blob, lab, cap, key, skips in shards:
+        take = len(key) if limit is None else min(len(key), limit - len(keys))
+        done = limit is not None and len(keys) + take >= limit  # the loader stops at the limit-th image
+        skipped += sum(skips[:take]) + (0 if done else skips[take])
+        blobs.append(blob[: take * 3 * resolution * resolution])
+        labels, captions, keys = labels + lab[:take], captions + cap[:take], keys + key[:take]
         if limit is not None and len(keys) >= limit:
             break
-        take = len(key) if limit is None else min(len(key), limit - len(keys))
-        blobs.append(blob[: take * 3 * resolution * resolution])
-        labels += lab[:take]
-        captions += cap[:take]
-        keys += key[:take]
-        skipped += skip
     if not keys:
         raise DataError(f"no usable samples in {source} ({skipped} skipped); check the path")
     x = torch.frombuffer(bytearray(b"".join(blobs)), dtype=torch.uint8).view(len(keys), 3, resolution, resolution)

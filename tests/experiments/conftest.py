@@ -32,3 +32,16 @@ def cifar() -> Path:
 @pytest.fixture()
 def toy_config_text(cifar) -> str:
     return (REPO / "experiments" / "cifar10_toy.yaml").read_text().replace("/work/shared/data/cifar10", str(CIFAR))
+
+
+def toy_config(path: Path, **changes) -> Path:
+    """The kept toy config, pointed at wherever the shards are here, with top-level sections updated
+    (dicts merged, anything else replaced), written to ``path``."""
+    import yaml
+
+    d = yaml.safe_load((REPO / "experiments" / "cifar10_toy.yaml").read_text().replace("/work/shared/data/cifar10",
+                                                                                         str(CIFAR)))
+    for key, value in changes.items():
+        d[key] = {**d[key], **value} if isinstance(value, dict) and isinstance(d.get(key), dict) else value
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    return path

@@ -88,3 +88,97 @@ def test_outputs_are_real_files(toy_run):
     assert desc["cluster"]["feature_extractor"] == res["clusters"]["feature_extractor"]
     curves = res["loss_curves"]["curves"]
     assert set(curves) == {"fm-c0", "ddpm-c0"} and all(len(c) == 3 for c in curves.values())
+
+
+# -- two training seeds, two worker processes, through ``python -m hddm_p2p.experiments`` ------------------
+@pytest.fixture(scope="module")
+def seeds_run(cifar, tmp_path_factory) -> tuple[Path, Path, dict, str]:
+    import os
+    import subprocess
+    import sys
+
+    from tests.experiments.conftest import toy_config
+
+    root = tmp_path_factory.mktemp("seeds")
+    config = toy_config(root / "toy-seeds.yaml", train={"seeds": [0, 1], "workers": 2},
+                        comparisons=[{"a": "hom-top2", "b": "monolithic"}])
+    out, work = root / "out", root / "work"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, "-m", "hddm_p2p.experiments", "run", str(config), "--out", str(out),
+                        "--work", str(work), "--device", "cpu", "--quiet"], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, work, json.loads((out / "results.json").read_text()), r.stdout
+
+
+def test_every_ensemble_is_evaluated_for_every_training_seed(seeds_run):
+    _, _, res, stdout = seeds_run
+    assert "6/6 configurations evaluated" in stdout and res["training_seeds"] == [0, 1]
+    for r in res["ensembles"]:
+        assert r["status"] == "ok", r
+        assert [x["training_seed"] for x in r["by_training_seed"]] == [0, 1]
+        per = r["fd"]["per_training_seed"]
+        assert len(per) == 2 and r["fd"]["mean"] == pytest.approx(sum(per) / 2) and r["fd"]["spread"] == "training seeds"
+        assert len(r["fd"]["per_seed"]) == 4  # 2 training seeds × 2 sampling seeds
+    experts = [(e["name"], e["seed"]) for e in res["experts"]]
+    assert len(experts) == 12 and ("monolithic", 1) in experts
+    assert [r["training_seed"] for r in res["routers"]] == [0, 1] and res["routers"][1]["training"]["seed"] == 1
+
+
+def test_seed_zero_in_workers_equals_the_single_seed_run_in_process(seeds_run, toy_run):
+    """Workers train exactly what this process trains: the seed-0 experts (and so every seed-0 number) of
+    the two-seed run equal the single-seed in-process run; seed 1 is another model."""
+    from safetensors.torch import load_file
+
+    out, work, res, _ = seeds_run
+    single_out, single, _ = toy_run
+    for name in ("fm-c0", "ddpm-c0", "monolithic"):
+        a = load_file(str(work / "experts" / "seed0" / name / "model.safetensors"))
+        b = load_file(str(single_out / "experts" / name / "model.safetensors"))
+        c = load_file(str(work / "experts" / "seed1" / name / "model.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert not torch.equal(a["blocks.0.mlp.fc1.weight"], c["blocks.0.mlp.fc1.weight"])
+    mine = {r["name"]: r["by_training_seed"][0]["fd"]["per_seed"] for r in res["ensembles"]}
+    assert mine == {r["name"]: r["fd"]["per_seed"] for r in single["ensembles"]}
+
+
+def test_paired_differences_and_outputs_of_the_two_seed_run(seeds_run):
+    out, work, res, _ = seeds_run
+    comps = {(c["a"], c["b"]): c for c in res["comparisons"]}
+    assert set(comps) == {("hom-top2", "monolithic"), ("c0-fm-first-tau0.3", "c0-ddpm-first-tau0.3")}
+    rows = {r["name"]: r for r in res["ensembles"]}
+    d = comps[("hom-top2", "monolithic")]["fd"]
+    for i, seed in enumerate((0, 1)):
+        expect = rows["hom-top2"]["fd"]["per_training_seed"][i] - rows["monolithic"]["fd"]["per_training_seed"][i]
+        assert d["per_training_seed"][str(seed)] == pytest.approx(expect)
+    summary = (out / "summary.md").read_text()
+    assert "## paired differences" in summary and "FD per training seed" in summary and "hom-top2 − monolithic" in summary
+    log = (out / "run.log").read_text()
+    assert "stage timings:" in log and "trained monolithic (seed 1)" in log
+    assert {p.name for p in out.iterdir()} <= set(FILES) | {"run.log"}  # artifacts went to --work
+    assert all(p.is_file() for p in out.iterdir()) and len(list(out.iterdir())) <= 8
+    assert res["train"]["workers"] == 2 and len({w["pid"] for w in res["train"]["warm_up"]}) == 2
+    assert {"data", "classifier", "clusters", "experts", "sampling", "plots"} <= set(res["phases"])
+
+
+def test_a_failing_compiler_falls_back_to_eager_for_every_expert(cifar, tmp_path, toy_run, monkeypatch):
+    from hddm_p2p.experiments import experts as ex, load_config, run_experiment
+    from tests.experiments.conftest import toy_config
+
+    monkeypatch.setattr(ex, "COMPILE", {"backend": "no-such-backend"})
+    torch._dynamo.reset()
+    cfg = load_config(toy_config(tmp_path / "toy.yaml", train={"compile": True}, ensembles=[
+        {"name": "monolithic", "experts": ["monolithic"]}], threshold_sweeps=[], loss_curves={"experts": []}))
+    res = run_experiment(cfg, tmp_path / "out", "cpu", progress=False)
+    assert res["train"]["compiled"] is False and "no-such-backend" in res["train"]["compile_error"]
+    assert all(not e["compiled"] for e in res["experts"])
+    single_out, single, _ = toy_run
+    assert res["ensembles"][0]["fd"] == single["ensembles"][0]["fd"]  # eager, as if compile had not been asked
+
+
+def test_module_entry_refuses_a_bad_config_in_one_line(tmp_path):
+    from hddm_p2p.experiments.__main__ import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\n")
+    assert main(["run", str(bad), "--out", str(tmp_path / "o")]) == 1
