@@ -64,10 +64,10 @@ def paired(a: dict, b: dict, key: str) -> dict | None:
         return None
     per_training = {s: ra[s][key]["mean"] - rb[s][key]["mean"] for s in seeds}
     pairs = [va - vb for s in seeds for va, vb in zip(ra[s][key]["per_seed"], rb[s][key]["per_seed"])]
-    signs = {np.sign(d) for d in pairs}
+    signs = {"+": sum(d > 0 for d in pairs), "-": sum(d < 0 for d in pairs), "0": sum(d == 0 for d in pairs)}
     return {"per_training_seed": {str(s): round(d, 6) for s, d in per_training.items()},
-            "mean": float(np.mean(list(per_training.values()))), "pairs": len(pairs),
-            "same_sign": len(signs) == 1 and 0 not in signs}
+            "mean": float(np.mean(list(per_training.values()))), "pairs": len(pairs), "signs": signs,
+            "same_sign": signs["0"] == 0 and 0 in (signs["+"], signs["-"])}
 
 
 def comparisons(rows: list[dict], wanted: tuple[Comparison, ...]) -> list[dict]:

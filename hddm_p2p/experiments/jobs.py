@@ -57,6 +57,10 @@ def warm_up(cfg: ExperimentConfig, device: str, compile: bool) -> dict:
 def _init_worker(cfg: ExperimentConfig, device: str, compile: bool, barrier) -> None:
     torch.set_num_threads(1)  # the CPU only slices batches; CUDA work is queued from this thread
     configure_device(device)
+    if compile:  # the workers compile at once: share the cores instead of each starting one process per core
+        import torch._inductor.config as inductor
+
+        inductor.compile_threads = max(1, (os.cpu_count() or 1) // max(1, cfg.train.workers))
     _WORKER.update(barrier=barrier, **warm_up(cfg, device, compile))
 
 

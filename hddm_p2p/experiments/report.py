@@ -45,15 +45,24 @@ def ensemble_table(rows: list[dict], fd_name: str, several: bool) -> list[str]:
 
 def comparison_table(comparisons: list[dict]) -> list[str]:
     """a − b per training seed (each the mean over sampling seeds, same noise on both sides)."""
-    lines = ["| a − b | metric | per training seed | mean | sign over paired seeds |", "|---|---|---|---|---|"]
+    lines = ["| a − b | metric | per training seed | mean | signs of the paired (training, sampling) seeds |",
+             "|---|---|---|---|---|"]
     for c in comparisons:
         for key, digits in (("fd", 2), ("diversity", 4)):
             d = c[key]
             per = ", ".join(f"seed {s}: {v:+.{digits}f}" for s, v in d["per_training_seed"].items())
-            sign = f"same in all {d['pairs']}" if d["same_sign"] else f"mixed ({d['pairs']} pairs)"
+            sign = _signs(d)
             lines.append(f"| {c['a']} − {c['b']} | {'FD' if key == 'fd' else 'diversity'} | {per} | "
                          f"{d['mean']:+.{digits}f} | {sign} |")
     return lines
+
+
+def _signs(d: dict) -> str:
+    """'all 4 −', 'all 4 +', or the counts ('3 +, 1 −'; exact zeros counted as 0)."""
+    n, signs = d["pairs"], d["signs"]
+    if d["same_sign"]:
+        return f"all {n} {'+' if signs['+'] else '−'}"
+    return ", ".join(f"{v} {'−' if k == '-' else k}" for k, v in signs.items() if v)
 
 
 def timings_line(res: dict) -> str:
@@ -125,6 +134,6 @@ def summary_markdown(res: dict) -> str:
     if res.get("comparisons"):
         out += ["## paired differences", "",
                 "a − b per training seed, each the mean over the sampling seeds (both sides sampled from the same "
-                "noise); the last column says whether every (training seed, sampling seed) pair has the same sign.",
+                "noise); the last column counts the signs of a − b over every (training seed, sampling seed) pair.",
                 ""] + comparison_table(res["comparisons"]) + [""]
     return "\n".join(out) + "\n"

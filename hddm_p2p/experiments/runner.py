@@ -34,7 +34,7 @@ from hddm_p2p.experiments import aggregate
 from hddm_p2p.experiments import generate as gen
 from hddm_p2p.experiments import plots
 from hddm_p2p.experiments.config import EnsembleConfig, ExperimentConfig
-from hddm_p2p.experiments.experts import fit_steps, load_trained, ordered_jobs, train_expert
+from hddm_p2p.experiments.experts import describe_error, fit_steps, load_trained, ordered_jobs, train_expert
 from hddm_p2p.experiments.jobs import InlineJobs, configure_device, make_jobs
 from hddm_p2p.experiments.loss_curves import error_curves, plot_error_curves
 from hddm_p2p.experiments.metrics import DIVERSITY_METRIC, FD_METRIC, class_diversity, fd, predict
@@ -70,6 +70,7 @@ class Run:
         self.experts: dict[int, dict] = {s: {} for s in self.seeds}   # training seed → name → TrainedExpert
         self.routers: dict[int, object] = {}
         self.records: dict[tuple[str, int], dict] = {}
+        self.failed: dict[tuple[str, int], str] = {}                   # (expert, seed) → why its training failed
         self.images_seen: dict[str, int] = {}
         self.sheet: dict[str, torch.Tensor] = {}
         self.res: dict = {"name": cfg.name, "kind": "hddm-experiment/2", "config": asdict(cfg), "phases": {},
@@ -228,17 +229,26 @@ class Run:
                 "centroid": c.centroids[j].tolist(), "size": n, "assignments_sha256": self.res["clusters"]["assignments_sha256"]}
 
     def _collect(self, futures: dict) -> None:
-        """Load every expert whose job has finished (raising its error if it failed)."""
+        """Load every expert whose job has finished; a job that failed is recorded, and the evaluations
+        that need its expert fail with its error (the others go on)."""
         for (name, seed), (job, f) in futures.items():
-            if f.done() and name not in self.experts[seed]:
-                bill = f.result()
+            if f.done() and name not in self.experts[seed] and (name, seed) not in self.failed:
+                try:
+                    bill = f.result()
+                except Exception as err:  # NumericalError, a worker that died (BrokenProcessPool), ...
+                    self.failed[(name, seed)] = f"training {name} (seed {seed}) failed: {describe_error(err)}"
+                    self.log(f"[red]{self.failed[(name, seed)]}[/]")
+                    continue
                 self.experts[seed][name] = load_trained(job, bill, self.device)
                 self.log(f"trained {name} (seed {seed}): {bill['steps']} steps, {bill['wall_s']:.1f} s "
                          f"({bill['ms_per_step']:.1f} ms/step), loss {bill['final_loss']:.4f}")
-                if all(len(self.experts[s]) == len(self.cfg.experts) for s in self.seeds):
-                    self.mark("experts", self.experts_start)
-                    self.res["experts"] = [self.experts[s][e.name].bill for e in self.cfg.experts for s in self.seeds]
-                    self.save()
+        if "experts" not in self.res["phases"] and all(f.done() for _, f in futures.values()):
+            self.mark("experts", self.experts_start)
+            self.res["experts"] = [self.experts[s][e.name].bill for e in self.cfg.experts for s in self.seeds
+                                   if e.name in self.experts[s]]
+            if self.failed:
+                self.res["failed_experts"] = list(self.failed.values())
+            self.save()
 
     def _train_routers(self) -> None:
         if not any(e.router.kind == "learned" for e in self.cfg.all_ensembles()):
@@ -281,6 +291,9 @@ class Run:
                     self.log(f"[yellow]budget used up with {len(running)} expert job(s) unfinished; stopping them[/]")
                     jobs.close(cancel=True)
                 break
+            for item in [i for i in items if self._missing(i)]:
+                items.remove(item)
+                self._fail(item, self._missing(item))
             ready = [i for i in items if self._ready(i)] if len(running) < jobs.workers else []
             if not ready:
                 if not running:
@@ -297,10 +310,19 @@ class Run:
         needs_router = what != LOSS_CURVES and what.router.kind == "learned"
         return all(n in self.experts[seed] for n in names) and (not needs_router or seed in self.routers)
 
-    def _skip(self, item, reason: str) -> None:
+    def _missing(self, item) -> str | None:
+        """Why ``item`` can never run (an expert it needs failed to train), or None."""
+        what, seed = item
+        names = self.cfg.loss_curves.experts if what == LOSS_CURVES else what.experts
+        return next((self.failed[(n, seed)] for n in names if (n, seed) in self.failed), None)
+
+    def _skip(self, item, reason: str, status: str = "skipped") -> None:
         what, seed = item
         if what != LOSS_CURVES:
-            self.records[(what.name, seed)] = {"training_seed": seed, "status": "skipped", "reason": reason}
+            self.records[(what.name, seed)] = {"training_seed": seed, "status": status, "reason": reason}
+
+    def _fail(self, item, reason: str) -> None:
+        self._skip(item, reason, "failed")
 
     def _run_item(self, what, seed: int) -> None:
         start = self.elapsed()

@@ -73,9 +73,12 @@ def test_paired_differences_per_training_seed_and_sign():
                 (0, 1))
     d = paired(a, b, "fd")
     assert d["per_training_seed"] == {"0": -1.5, "1": -1.5} and d["mean"] == -1.5
-    assert d["pairs"] == 4 and d["same_sign"]  # −1, −2, −2, −1
+    assert d["pairs"] == 4 and d["same_sign"] and d["signs"] == {"+": 0, "-": 4, "0": 0}  # −1, −2, −2, −1
     div = paired(a, b, "diversity")
     assert div["per_training_seed"] == {"0": 0.0, "1": pytest.approx(0.0)} and not div["same_sign"]  # +.1 −.1 −.1 +.1
+    assert div["signs"] == {"+": 2, "-": 2, "0": 0}
+    same = paired(a, a, "fd")
+    assert same["signs"] == {"+": 0, "-": 0, "0": 4} and not same["same_sign"]
     out = comparisons([a, b], (Comparison("a", "b"), Comparison("a", "missing")))
     assert len(out) == 1 and out[0]["fd"] == d and out[0]["group"] == "g"
 

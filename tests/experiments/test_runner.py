@@ -182,3 +182,28 @@ def test_module_entry_refuses_a_bad_config_in_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\n")
     assert main(["run", str(bad), "--out", str(tmp_path / "o")]) == 1
+
+
+def test_an_expert_that_fails_to_train_fails_only_the_evaluations_that_need_it(cifar, tmp_path, monkeypatch):
+    from hddm_p2p.errors import NumericalError
+    from hddm_p2p.experiments import load_config, run_experiment, runner
+    from tests.experiments.conftest import toy_config
+
+    real = runner.train_expert
+
+    def flaky(cfg, job, *args, **kwargs):
+        if job.expert.name == "ddpm-c0":
+            raise NumericalError("loss became nan at step 6; lower --lr")
+        return real(cfg, job, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "train_expert", flaky)
+    cfg = load_config(toy_config(tmp_path / "toy.yaml", loss_curves={"experts": []}, ensembles=[
+        {"name": "monolithic", "experts": ["monolithic"]},
+        {"name": "het1-full", "experts": ["ddpm-c0", "fm-c1", "fm-c2", "fm-c3"], "router": "learned", "mode": "full"}]))
+    res = run_experiment(cfg, tmp_path / "out", "cpu", progress=False)
+    rows = {r["name"]: r for r in res["ensembles"]}
+    assert rows["monolithic"]["status"] == "ok"
+    assert rows["het1-full"]["status"] == "failed" and "ddpm-c0" in rows["het1-full"]["reason"]
+    assert rows["c0-fm-first-tau0.3"]["status"] == "failed" and "loss became nan" in rows["c0-fm-first-tau0.3"]["reason"]
+    assert len(res["failed_experts"]) == 1 and {e["name"] for e in res["experts"]} == {"fm-c0", "fm-c1", "fm-c2",
+                                                                                       "fm-c3", "monolithic"}
