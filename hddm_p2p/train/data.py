@@ -10,6 +10,7 @@ Small data (CIFAR-10: 50k·3·32·32 uint8 = 150 MB) is decoded once into memory
 batched by ``EpochBatches``: the order is a permutation drawn from (seed, epoch), so the position
 (epoch, offset) is the whole data-loader state. Large shard sets stream instead (``hddm_p2p.train.stream``).
 A corrupt member or unreadable image is skipped with a warning and counted in ``skipped``.
+Images are decoded to RGB, or to one grey channel with ``channels=1`` (greyscale data such as digits).
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from hddm_p2p.errors import DataError
+from hddm_p2p.errors import DataError, SpecError
 
 log = logging.getLogger(__name__)
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+PIL_MODES = {1: "L", 3: "RGB"}  # channels → the PIL mode images are converted to
 Tensor = torch.Tensor
 
 
@@ -45,7 +47,7 @@ class Filter:
 
 @dataclass
 class InMemoryData:
-    """Decoded samples. ``x``: uint8 (N, 3, R, R) pixels or float16 (N, C, h, w) latents."""
+    """Decoded samples. ``x``: uint8 (N, C, R, R) pixels (C = 3, or 1 for greyscale) or float16 (N, C, h, w) latents."""
 
     x: Tensor
     labels: Tensor                      # (N,) long, −1 where unknown
@@ -84,17 +86,24 @@ def resolve_source(source: str | Path) -> tuple[str, list[str]]:
     return ("shards", shards) if shards else ("folder", [s])
 
 
-def decode_image(data: bytes, resolution: int) -> Tensor:
-    """Image bytes → uint8 (3, R, R): RGB, center-cropped to a square, resized if needed (bicubic)."""
+def check_channels(channels: int) -> int:
+    if channels not in PIL_MODES:
+        raise SpecError(f"images can be decoded to 1 (grey) or 3 (RGB) channels, not {channels}")
+    return channels
+
+
+def decode_image(data: bytes, resolution: int, channels: int = 3) -> Tensor:
+    """Image bytes → uint8 (C, R, R): RGB or grey, center-cropped to a square, resized if needed (bicubic)."""
     img = Image.open(io.BytesIO(data))
-    img = img.convert("RGB")
+    img = img.convert(PIL_MODES[channels])
     w, h = img.size
     if w != h:
         m = min(w, h)
         img = img.crop(((w - m) // 2, (h - m) // 2, (w - m) // 2 + m, (h - m) // 2 + m))
     if img.size[0] != resolution:
         img = img.resize((resolution, resolution), Image.BICUBIC)
-    return torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(resolution, resolution, 3).permute(2, 0, 1)
+    return torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(resolution, resolution, channels).permute(
+        2, 0, 1)
 
 
 def _all_shards(urls):
@@ -111,14 +120,14 @@ def raw_samples(urls: list[str]):
     yield from ds
 
 
-def decode_sample(sample: dict, resolution: int) -> tuple[Tensor, int, str] | None:
+def decode_sample(sample: dict, resolution: int, channels: int = 3) -> tuple[Tensor, int, str] | None:
     """(image, label, caption) of a raw sample, or None (warned) when it has no readable image."""
     key = sample.get("__key__", "?")
     ext = next((e for e in IMAGE_EXTS if e in sample), None)
     try:
         if ext is None:
             raise ValueError("no image member")
-        img = decode_image(sample[ext], resolution)
+        img = decode_image(sample[ext], resolution, channels)
         label = int(sample["cls"].decode().strip()) if "cls" in sample else -1
         caption = sample["txt"].decode("utf-8", "replace").strip() if "txt" in sample else ""
     except Exception as e:  # PIL raises many types on corrupt bytes; skip and count, never die mid-run
@@ -130,13 +139,15 @@ def decode_sample(sample: dict, resolution: int) -> tuple[Tensor, int, str] | No
 _CACHE: dict[tuple, InMemoryData] = {}
 
 
-def load_in_memory(source: str | Path, resolution: int = 32, flt: Filter = Filter(), progress=None) -> InMemoryData:
-    """Decode a whole source into memory (cached per process); ``progress(n)`` is called per sample."""
+def load_in_memory(source: str | Path, resolution: int = 32, flt: Filter = Filter(), progress=None,
+                   channels: int = 3) -> InMemoryData:
+    """Decode a whole source into memory (cached per process); ``progress(n)`` is called per sample.
+    ``channels`` (3 = RGB, 1 = grey) applies to images; latents keep the channels they were stored with."""
     kind, files = resolve_source(source)
-    ck = (kind, tuple(files), resolution, flt)
+    ck = (kind, tuple(files), resolution, flt, check_channels(channels))
     if ck not in _CACHE:
         loader = {"shards": _load_shards, "folder": _load_folder, "latents": _load_latents}[kind]
-        data = loader(files, resolution, flt, progress)
+        data = loader(files, resolution, flt, progress, channels)
         if len(data) == 0:
             raise DataError(f"no usable samples in {source} after filtering ({data.skipped} skipped); "
                             "check the path, the cluster id or the label list")
@@ -161,17 +172,17 @@ def _collect(items, flt: Filter, progress) -> tuple[list, list, list, list, int]
     return xs, labels, caps, keys, skipped
 
 
-def _to_data(parts, space: str, source: str, resolution: int) -> InMemoryData:
+def _to_data(parts, space: str, source: str, resolution: int, channels: int = 3) -> InMemoryData:
     xs, labels, caps, keys, skipped = parts
-    x = torch.stack(xs) if xs else torch.empty(0, 3, resolution, resolution, dtype=torch.uint8)
+    x = torch.stack(xs) if xs else torch.empty(0, channels, resolution, resolution, dtype=torch.uint8)
     return InMemoryData(x, torch.tensor(labels, dtype=torch.long), caps, keys, space, source, skipped)
 
 
-def iter_samples(kind: str, files: list[str], resolution: int):
+def iter_samples(kind: str, files: list[str], resolution: int, channels: int = 3):
     """Stream (key, (image, label, caption) | None) from shards or an image folder, without holding them."""
     if kind == "shards":
         for s in raw_samples(files):
-            yield s.get("__key__", "?"), decode_sample(s, resolution)
+            yield s.get("__key__", "?"), decode_sample(s, resolution, channels)
         return
     root = Path(files[0])
     paths = sorted(p for p in root.rglob("*") if p.suffix.lower().lstrip(".") in IMAGE_EXTS)
@@ -188,7 +199,7 @@ def iter_samples(kind: str, files: list[str], resolution: int):
             yield str(rel.with_suffix("")), None
             continue
         yield str(rel.with_suffix("")), decode_sample({"__key__": str(rel), "jpg": data, "cls": str(label).encode()},
-                                                      resolution)
+                                                      resolution, channels)
 
 
 def folder_classes(root: Path, paths: list[Path] | None = None) -> list[str]:
@@ -197,18 +208,19 @@ def folder_classes(root: Path, paths: list[Path] | None = None) -> list[str]:
     return sorted({p.relative_to(root).parts[0] for p in paths if len(p.relative_to(root).parts) > 1})
 
 
-def _load_shards(files, resolution, flt, progress) -> InMemoryData:
-    return _to_data(_collect(iter_samples("shards", files, resolution), flt, progress), "pixel", ",".join(files),
-                    resolution)
+def _load_shards(files, resolution, flt, progress, channels=3) -> InMemoryData:
+    return _to_data(_collect(iter_samples("shards", files, resolution, channels), flt, progress), "pixel",
+                    ",".join(files), resolution, channels)
 
 
-def _load_folder(files, resolution, flt, progress) -> InMemoryData:
-    data = _to_data(_collect(iter_samples("folder", files, resolution), flt, progress), "pixel", files[0], resolution)
+def _load_folder(files, resolution, flt, progress, channels=3) -> InMemoryData:
+    data = _to_data(_collect(iter_samples("folder", files, resolution, channels), flt, progress), "pixel", files[0],
+                    resolution, channels)
     data.meta["class_names"] = folder_classes(Path(files[0])) or None
     return data
 
 
-def _load_latents(files, resolution, flt, progress) -> InMemoryData:
+def _load_latents(files, resolution, flt, progress, channels=3) -> InMemoryData:
     from hddm_p2p.train.encode import read_latent_shards
 
     return read_latent_shards(Path(files[0]), flt)
@@ -216,7 +228,7 @@ def _load_latents(files, resolution, flt, progress) -> InMemoryData:
 
 @dataclass
 class Batch:
-    """One training batch on the CPU: ``x`` uint8 pixels (B, 3, R, R) or float16 latents, labels, captions."""
+    """One training batch on the CPU: ``x`` uint8 pixels (B, C, R, R) or float16 latents, labels, captions."""
 
     x: Tensor
     labels: Tensor

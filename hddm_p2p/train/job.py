@@ -14,7 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hddm_p2p.errors import DataError, SpecError
 from hddm_p2p.models.dit import DiT, DiTConfig, get_preset
-from hddm_p2p.train.data import Batch, Filter, InMemoryData, MemorySource, load_in_memory, resolve_source
+from hddm_p2p.train.data import (Batch, Filter, InMemoryData, MemorySource, check_channels, load_in_memory,
+                                 resolve_source)
 from hddm_p2p.train.distributed import Dist, device_for, init_distributed, shutdown
 from hddm_p2p.train.expert_dir import conditioning, data_space, describe, write_expert_dir
 from hddm_p2p.train.loop import CHECKPOINT, TrainConfig, Trainer
@@ -33,6 +34,7 @@ class ExpertJob:
     adaln: str = "single"
     space: str = "pixel"
     resolution: int = 32
+    channels: int = 3               # images decoded as RGB (3) or grey (1); latents keep their own
     condition: str = "none"
     num_classes: int | None = None
     text_encoder: str = "bytes-32"
@@ -58,6 +60,7 @@ def _check_job(job: ExpertJob) -> tuple[DiTConfig, Filter, dict | None]:
     if job.space not in ("pixel", "latent"):
         raise SpecError(f"unknown space {job.space!r}; choose pixel or latent")
     get_preset(job.arch)  # unknown preset → SpecError listing the valid ones
+    check_channels(job.channels)
     kind, _ = resolve_source(job.data)
     if job.space == "latent" and kind != "latents":
         raise DataError(f"--space latent needs latent shards (run `hddm data encode`); {job.data} holds {kind}")
@@ -128,6 +131,8 @@ def _source(job: ExpertJob, flt: Filter, console, show_progress: bool):
         kind, files = resolve_source(job.data)
         if kind != "shards":
             raise SpecError(f"--stream reads tar shards; {job.data} holds {kind}")
+        if job.channels != 3:
+            raise SpecError("--stream decodes RGB only; train greyscale data in memory (without --stream)")
         if job.condition == "class" and not job.num_classes:
             raise SpecError("--stream with --condition class needs --num-classes")
         stream = ShardStream(files, job.resolution, job.train.batch_size, job.train.seed, flt)
@@ -137,7 +142,8 @@ def _source(job: ExpertJob, flt: Filter, console, show_progress: bool):
         return stream, data
     with _progress(console) as bar:
         task = bar.add_task("decode data", total=None, info="", visible=show_progress)
-        data = load_in_memory(job.data, job.resolution, flt, progress=lambda n: bar.advance(task, n))
+        data = load_in_memory(job.data, job.resolution, flt, progress=lambda n: bar.advance(task, n),
+                              channels=job.channels)
         bar.update(task, total=len(data) + data.skipped, completed=len(data) + data.skipped,
                    info=f"{len(data)} samples, {data.skipped} skipped")
     return MemorySource(data, job.train.batch_size, job.train.seed), data

@@ -142,8 +142,8 @@ def plot_accuracy(acc: list[list[float]], chance: float, path: Path) -> None:
     tmp.replace(path)
 
 
-def _load(data: str, cfg: RouterTrainConfig, resolution: int | None = None) -> InMemoryData:
-    return load_in_memory(data, resolution or cfg.resolution, Filter(limit=cfg.limit))
+def _load(data: str, cfg: RouterTrainConfig, resolution: int | None = None, channels: int = 3) -> InMemoryData:
+    return load_in_memory(data, resolution or cfg.resolution, Filter(limit=cfg.limit), channels=channels)
 
 
 def _space_of(mem: InMemoryData) -> dict:
@@ -224,7 +224,7 @@ def train_router_for_experts(expert_descriptions: list[dict], expert_ids: list[s
     space = check_data_spaces(expert_descriptions)
     if space and space.get("kind") != "pixel":
         raise DataError("centroid labelling needs images; for latent experts cluster the images and use --assignments")
-    mem = _load(data, cfg, space.get("resolution") if space else None)
+    mem = _load(data, cfg, space.get("resolution") if space else None, space.get("channels", 3) if space else 3)
     labels = labels_from_centroids(data, mem.keys, extractor_id, centroids, cfg.device)
     return _train(mem, np.arange(len(mem)), labels, expert_ids, extractor_id, Path(out_dir), cfg)
 

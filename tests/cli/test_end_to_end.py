@@ -46,12 +46,13 @@ def test_demo_writes_the_story(demo_out):
     for name in ("grid.png", "usage.png", "usage.json", "ensemble.lock.json", "generate.json"):
         assert (out / name).is_file(), name
     px = _pixels(out)
-    assert px.shape[1:] == (8, 8, 3)  # samples at the dataset's resolution
+    assert px.shape[1:] == (8, 8)  # grey samples at the dataset's resolution
     lock = json.loads((out / "ensemble.lock.json").read_text())
     assert len(lock["members"]) == 4 and lock["router"]["kind"] == "local"
-    objectives = [json.loads((out / "home" / "cache" / "blobs" / m["manifest_cid"] / "manifest.json").read_text())
-                  ["objective"] for m in lock["members"]]
-    assert sorted(objectives) == ["ddpm", "ddpm", "fm", "fm"]
+    manifests = [json.loads((out / "home" / "cache" / "blobs" / m["manifest_cid"] / "manifest.json").read_text())
+                 for m in lock["members"]]
+    assert sorted(m["objective"] for m in manifests) == ["ddpm", "ddpm", "fm", "fm"]
+    assert {m["data_space"]["channels"] for m in manifests} == {1}  # the digits are grey end to end
     grid = Image.open(out / "grid.png")
     assert grid.width >= 8 * 8  # upscaled for viewing
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import webdataset as wds
 
-from hddm_p2p.errors import DataError
+from hddm_p2p.errors import DataError, SpecError
 from hddm_p2p.train.data import Filter, MemorySource, load_in_memory, raw_samples, resolve_source
 from hddm_p2p.train.stream import ShardStream
 
@@ -52,6 +52,17 @@ def test_image_folder_with_class_subfolders(tmp_path, real_samples):
     data = load_in_memory(tmp_path, 16)
     assert len(data) == 6 and data.skipped == 1 and data.x.shape[-1] == 16
     assert data.meta["class_names"] == ["cats", "dogs"] and sorted(data.labels.tolist()) == [0, 0, 0, 1, 1, 1]
+
+
+def test_grey_images_decode_to_one_channel_on_request(tmp_path, real_samples):
+    for i, s in enumerate(real_samples[:3]):
+        (tmp_path / f"{i}.jpg").write_bytes(s["jpg"])  # colour JPEGs become luma with channels=1
+    rgb, grey = load_in_memory(tmp_path, 16), load_in_memory(tmp_path, 16, channels=1)
+    assert rgb.x.shape == (3, 3, 16, 16) and grey.x.shape == (3, 1, 16, 16)
+    luma = (rgb.x.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    assert (grey.x.float() - luma).abs().max() <= 1.5  # PIL's "L" conversion (ITU-R 601-2 luma)
+    with pytest.raises(SpecError, match="1 \\(grey\\) or 3 \\(RGB\\)"):
+        load_in_memory(tmp_path, 16, channels=2)
 
 
 def test_label_filter_and_memory_source(cifar_small):
