@@ -54,3 +54,15 @@ def predict(extractor, feats: torch.Tensor) -> torch.Tensor:
     """Class predictions (N,) of the classifier's head on its own penultimate features (N, D)."""
     head = extractor.net.head
     return head(feats.to(head.weight.device, head.weight.dtype)).argmax(1).cpu()
+
+
+def score(extractor, images: list[torch.Tensor], ref: Stats) -> tuple[list[float], list[float], list[float]]:
+    """(FD, diversity mean, diversity std) of each sampling seed's uint8 images (n, 3, H, W) against ``ref``."""
+    from hddm_p2p.experiments.prepare import features
+
+    fds, divs, stds = [], [], []
+    for imgs in images:
+        f = features(extractor, imgs)
+        mean, std, _ = class_diversity(f, predict(extractor, f))
+        fds.append(fd(f, ref)), divs.append(mean), stds.append(std)
+    return fds, divs, stds

@@ -45,6 +45,12 @@ class Clusters:
     def sizes(self, which: str = "train") -> list[int]:
         return np.bincount(getattr(self, which), minlength=self.k).tolist()
 
+    def expert_block(self, j: int, assignments_sha256: str) -> dict:
+        """expert.json's ``cluster`` block of an expert trained on cluster ``j`` (docs/contracts.md)."""
+        return {"id": j, "feature_extractor": self.feature_extractor, "feature_dim": int(self.centroids.shape[1]),
+                "centroid": self.centroids[j].tolist(), "size": int((self.train == j).sum()),
+                "assignments_sha256": assignments_sha256}
+
     def assignments_sha256(self, keys: list[str]) -> str:
         """sha256 of the canonical assignments.json ({key: cluster}) these labels would be written as."""
         doc = json.dumps({k: int(c) for k, c in zip(keys, self.train)}, sort_keys=True, separators=(",", ":"))

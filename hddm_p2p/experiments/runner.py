@@ -37,7 +37,7 @@ from hddm_p2p.experiments.config import EnsembleConfig, ExperimentConfig
 from hddm_p2p.experiments.experts import describe_error, fit_steps, load_trained, ordered_jobs, train_expert
 from hddm_p2p.experiments.jobs import InlineJobs, configure_device, make_jobs
 from hddm_p2p.experiments.loss_curves import error_curves, plot_error_curves
-from hddm_p2p.experiments.metrics import DIVERSITY_METRIC, FD_METRIC, class_diversity, fd, predict
+from hddm_p2p.experiments.metrics import DIVERSITY_METRIC, FD_METRIC, score
 from hddm_p2p.experiments.prepare import (features, load_data, make_clusters, pixel_features, reference_stats,
                                           train_fd_classifier)
 from hddm_p2p.experiments.report import summary_markdown, timings_line
@@ -200,7 +200,8 @@ class Run:
         cfg, start = self.cfg, self.elapsed()
         rows = {j: np.flatnonzero(self.clusters.train == j) for j in range(self.clusters.k)}
         rows[None] = None
-        blocks = {j: self._cluster_block(j, len(rows[j])) for j in range(self.clusters.k)}
+        sha = self.res["clusters"]["assignments_sha256"]
+        blocks = {j: self.clusters.expert_block(j, sha) for j in range(self.clusters.k)}
         blocks[None] = None
         ordered = ordered_jobs(cfg, steps, rows, blocks, self.work / "experts")
         self.log(f"experts: {len(ordered)} jobs ({len(cfg.experts)} experts × {len(self.seeds)} training seeds), "
@@ -222,11 +223,6 @@ class Run:
         self.experts_start = start
         self._collect(futures)
         return futures
-
-    def _cluster_block(self, j: int, n: int) -> dict:
-        c = self.clusters
-        return {"id": j, "feature_extractor": c.feature_extractor, "feature_dim": int(c.centroids.shape[1]),
-                "centroid": c.centroids[j].tolist(), "size": n, "assignments_sha256": self.res["clusters"]["assignments_sha256"]}
 
     def _collect(self, futures: dict) -> None:
         """Load every expert whose job has finished; a job that failed is recorded, and the evaluations
@@ -375,12 +371,7 @@ class Run:
         except HddmError as err:
             self.log(f"[red]{e.name} (training seed {seed}) failed:[/] {err}")
             return {"training_seed": seed, "status": "failed", "reason": str(err)}
-        fds, divs, class_std = [], [], []
-        for imgs in images:
-            f = features(self.extractor, imgs)
-            fds.append(fd(f, self.refs[e.reference]))
-            mean, std, _ = class_diversity(f, predict(self.extractor, f))
-            divs.append(mean), class_std.append(std)
+        fds, divs, class_std = score(self.extractor, images, self.refs[e.reference])
         self.sheet.setdefault(e.name, images[0][:16])
         rec = {"training_seed": seed, "status": "ok", "fd": aggregate.stats(fds),
                "diversity": {**aggregate.stats(divs), "class_std": class_std},
