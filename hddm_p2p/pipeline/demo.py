@@ -138,9 +138,10 @@ def expert_jobs(data: Path, work: Path, cfg: DemoConfig) -> list:
         train = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.warmup,
                             ema_decay=cfg.ema_decay, ckpt_every=10**9, log_every=max(1, cfg.steps // 20),
                             seed=cfg.seed + i)
-        jobs.append(ExpertJob(data=str(data), out=work / "experts" / name, train=train, arch=cfg.arch,
-                              objective=ObjectiveConfig(objective, schedule, time_sampling=cfg.time_sampling, logit_std=cfg.logit_std), resolution=8, channels=cfg.channels,
-                              assignments=work / "clusters" / "assignments.json", cluster_id=i, name=name))
+        obj = ObjectiveConfig(objective, schedule, time_sampling=cfg.time_sampling, logit_std=cfg.logit_std)
+        jobs.append(ExpertJob(data=str(data), out=work / "experts" / name, objective=obj, train=train, arch=cfg.arch,
+                              resolution=8, channels=cfg.channels, assignments=work / "clusters" / "assignments.json",
+                              cluster_id=i, name=name))
     return jobs
 
 
@@ -175,7 +176,8 @@ def train_experts(data: Path, work: Path, cfg: DemoConfig, console=None) -> list
             done = f.result()  # re-raises a worker's error here
             if console is not None:
                 t = json.loads((done / "expert.json").read_text())["training"]
-                console.print(f"  {futures[f].name}: loss {t['final_loss']:.3f}, {t['wall_time_s']:.0f}s", highlight=False)
+                console.print(f"  {futures[f].name}: loss {t['final_loss']:.3f}, {t['wall_time_s']:.0f}s",
+                              highlight=False)
     return [Path(job.out) for job in jobs]
 
 

@@ -43,7 +43,8 @@ def test_score_folder_reads_pngs_as_written(tmp_path, split):
 
     images = load_digits().images[:20]  # (20, 8, 8) grey levels 0..16
     for i, img in enumerate(images):  # RGB, as the demo writes 3-channel samples
-        Image.fromarray(np.repeat((img * 255 / 16).round().astype(np.uint8)[..., None], 3, 2)).save(tmp_path / f"{i:02d}.png")
+        grey = (img * 255 / 16).round().astype(np.uint8)[..., None]  # (8, 8, 1)
+        Image.fromarray(np.repeat(grey, 3, 2)).save(tmp_path / f"{i:02d}.png")
     x = ds.load_samples(tmp_path)
     assert x.shape == (20, 64) and np.abs(x - images.reshape(20, 64)).max() < 0.1
     r = ds.score(x, split[0])
