@@ -43,7 +43,8 @@ run_section() {  # run_section NAME: one section, under its time limit, logged
     *) echo "unknown section $name"; return ;;
   esac
   timeout -k 5 "$limit" "${cmd[@]}" >"$LOGS/$name.log" 2>&1
-  echo "=== $name end $(date -u +%T) rc=$?"
+  local rc=$?
+  echo "=== $name end $(date -u +%T) rc=$rc"
 }
 
 lane() { for s in "$@"; do [[ " $SECTIONS " == *" $s "* ]] && run_section "$s"; done; }
