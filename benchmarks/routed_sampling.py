@@ -119,9 +119,8 @@ def step_rows(args, experts, router, device, dtype, compiled: bool) -> list[dict
     if compiled:
         for m in [*experts, router]:
             compile_blocks(m)
-    fns, rfn = experts, router
-    ex = [(CastExpert(f, dtype), SPEC) for f in fns]
-    route = SpreadRouter(LoadedRouter(rfn, [f"e{i}" for i in range(len(ex))]), args.batch, device)
+    ex = [(CastExpert(m, dtype), SPEC) for m in experts]
+    route = SpreadRouter(LoadedRouter(router, [f"e{i}" for i in range(len(ex))]), args.batch, device)
     g = torch.Generator(device).manual_seed(1)
     x = torch.randn(args.batch, 4, args.size, args.size, device=device, generator=g)
     y = torch.randint(0, CLASSES, (args.batch,), device=device, generator=g)
@@ -132,8 +131,8 @@ def step_rows(args, experts, router, device, dtype, compiled: bool) -> list[dict
 
     def reference():
         route(x, t)
-        fns[0](xx, tt, yy)
-        fns[1](xx, tt, yy)
+        experts[0](xx, tt, yy)
+        experts[1](xx, tt, yy)
 
     rows = []
     with torch.inference_mode():
@@ -167,9 +166,8 @@ def offload_row(args, experts, router, device, dtype) -> dict:
 def sampling_row(args, experts, router, device, dtype, compiled: bool) -> dict:
     """Images/s and peak memory of ``--steps`` Heun steps (top-2, batch-cfg); compiled: blocks compiled by
     ``step_rows`` already."""
-    fns = experts
-    route = LoadedRouter(router, [f"e{i}" for i in range(len(fns))])
-    ens = Ensemble([(CastExpert(f, dtype), SPEC) for f in fns], SpreadRouter(route, args.batch, device),
+    route = LoadedRouter(router, [f"e{i}" for i in range(len(experts))])
+    ens = Ensemble([(CastExpert(m, dtype), SPEC) for m in experts], SpreadRouter(route, args.batch, device),
                    mode="top-k", k=2, batch_cfg=True)
     g = torch.Generator(device).manual_seed(2)
     noise = torch.randn(args.batch, 4, args.size, args.size, device=device, generator=g)
@@ -222,7 +220,6 @@ def main(argv=None) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device: {name}; torch {torch.__version__}; {args.experts}× {args.arch} experts + {args.router_arch} router, "
           f"batch {args.batch}, CFG {args.cfg}, {dtype}")
-    torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
     experts, router = build(args, device, dtype)
     modes = args.modes.split(",")
     rows = []

@@ -81,15 +81,11 @@ def objective(e: ExpertConfig) -> ObjectiveConfig:
 
 
 def compile_blocks(model: DiT) -> None:
-    """torch.compile each DiT block in place: one graph shared by every block of every expert (parameters
-    are graph inputs), state-dict keys unchanged. Called after the Trainer copied the model for its EMA."""
-    import torch._dynamo.config as dynamo
+    """torch.compile each DiT block in place (``hddm_p2p.models.compile``) with ``COMPILE``'s options;
+    state-dict keys unchanged. Called after the Trainer copied the model for its EMA."""
+    from hddm_p2p.models.compile import compile_blocks as compile_in_place
 
-    for name in ("recompile_limit", "cache_size_limit"):  # many experts per process must never fall back
-        if hasattr(dynamo, name):
-            setattr(dynamo, name, max(getattr(dynamo, name), 64))
-    for block in model.blocks:
-        block.compile(**COMPILE)
+    compile_in_place(model, **COMPILE)
 
 
 def make_trainer(cfg: ExperimentConfig, data: InMemoryData, obj: ObjectiveConfig, steps: int, seed: int,

@@ -1,22 +1,19 @@
-"""Decode webdataset shards into memory in parallel, one process per shard, without webdataset.
+"""Decode webdataset shards into memory in parallel, one process per shard.
 
-    shard files ─► (forked process per shard) tarfile ─► samples grouped by key ─► decode_sample (PIL)
+    shard files ─► (forked process per shard) raw_samples (webdataset) ─► decode_sample (PIL)
                 ─► uint8 (n, 3, R, R) per shard ─► concatenated in shard order
 
-Samples are formed as webdataset forms them (regular members; key = path up to the first dot of the
-file name, suffix lower-cased; consecutive members with one key make a sample; ``__meta__`` members
-skipped) and decoded by the project's own ``decode_sample``, so the images, labels, captions, keys and
-skip count equal ``hddm_p2p.train.data.load_in_memory``'s (tests/experiments/test_shards.py). CIFAR-10's
-60,000 JPEGs took ~20 s through webdataset on the H200 machine's CPU; six shards in six processes take
-the time of one. Children touch no OpenMP and no accelerator (safe to fork after CUDA is initialised).
+Each shard is read by the project's own reader and decoder (``hddm_p2p.train.data.raw_samples`` and
+``decode_sample``), so the images, labels, captions, keys and skip count equal
+``hddm_p2p.train.data.load_in_memory``'s (tests/experiments/test_shards.py); only the shards are spread
+over processes. CIFAR-10's 60,000 JPEGs took ~20 s in one process on the H200
+machine's CPU; six shards in six processes take the time of one. Children touch no OpenMP and no accelerator (safe to fork after CUDA is initialised).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import re
-import tarfile
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -24,38 +21,14 @@ from pathlib import Path
 import torch
 
 from hddm_p2p.errors import DataError
-from hddm_p2p.train.data import Filter, InMemoryData, decode_sample, load_in_memory, resolve_source
-
-_KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext
-_META = re.compile(r"__[^/]*__($|/)")
-
-
-def tar_samples(path: str):
-    """Raw samples ({suffix: bytes, "__key__": key}) of one tar shard, in member order."""
-    sample: dict | None = None
-    with tarfile.open(path, mode="r|*") as tar:
-        for info in tar:
-            if not info.isreg() or _META.match(info.name):
-                continue
-            m = _KEY.match(info.name)
-            if m is None:
-                continue
-            key, suffix = m.group(1), m.group(2).lower()
-            data = tar.extractfile(info).read()
-            if sample is None or key != sample["__key__"]:
-                if sample is not None and len(sample) > 1:
-                    yield sample
-                sample = {"__key__": key}
-            sample[suffix] = data
-    if sample is not None and len(sample) > 1:
-        yield sample
+from hddm_p2p.train.data import Filter, InMemoryData, decode_sample, load_in_memory, raw_samples, resolve_source
 
 
 def read_shard(path: str, resolution: int, limit: int | None) -> tuple[bytes, list[int], list[str], list[str], list[int]]:
     """(uint8 pixels of the first ``limit`` usable images as bytes, labels, captions, keys, skips): skips[i]
     counts the unusable samples before image i, the last entry those after the last image read."""
     pixels, labels, captions, keys, skips = [], [], [], [], [0]
-    for raw in tar_samples(path):
+    for raw in raw_samples([path]):
         decoded = decode_sample(raw, resolution)
         if decoded is None:
             skips[-1] += 1

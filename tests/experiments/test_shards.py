@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from hddm_p2p.errors import DataError
-from hddm_p2p.experiments.shards import load_shard_sets, load_shards, tar_samples
+from hddm_p2p.experiments.shards import load_shard_sets, load_shards
+from hddm_p2p.train.data import raw_samples
 from hddm_p2p.train.data import Filter, load_in_memory
 
 
@@ -69,7 +70,7 @@ def test_a_limit_cuts_across_shards_like_the_loader(shards, limit):
 
 def test_meta_members_are_skipped(shards):
     first = sorted(Path(shards).parent.glob("s-0.tar.gz"))[0]
-    assert [s["__key__"] for s in tar_samples(str(first))] == ["__info__", "a/000", "001", "002", "003", "004"]
+    assert [s["__key__"] for s in raw_samples([str(first)])] == ["__info__", "a/000", "001", "002", "003", "004"]
 
 
 def test_real_cifar_shards_match_with_sets_decoded_together(cifar):
