@@ -15,7 +15,7 @@ PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "GH200": 9
 CATEGORIES = (("attention", ("flash", "fmha", "attention", "cudnn", "sdpa")),
               ("matmul", ("gemm", "xmma", "cutlass", "nvjet", "cublas", "splitk", "sm90")),
               ("optimizer/EMA/clip", ("adam", "multi_tensor", "foreach", "lerp")),
-              ("fused element-wise (Triton)", ("triton",)),
+              ("fused element-wise (Triton)", ("triton", "norm_modulate")),  # + our add_norm_modulate kernel
               ("other element-wise", ("elementwise", "vectorized", "reduce", "layer_norm", "gelu", "copy", "cat")))
 
 

@@ -9,8 +9,11 @@ activations; no autocast), in eval mode under ``torch.inference_mode``. Rows (``
     diffusers eager / diffusers compile      DiTTransformer2DModel (AdaLN-Zero), torch.compile(model)
     diffusers compile+cudnn                  the same with SDPA's cuDNN attention backend
     hddm eager / hddm compile                hddm DiT (AdaLN-Single), torch.compile(model); fc1 + GELU run as one
-                                             cuBLASLt matmul with a GELU epilogue (``Mlp.fused_gelu``)
-    hddm compile -gelu                       the same without that fusion (GELU as a separate pass)
+                                             cuBLASLt matmul with a GELU epilogue (``Mlp.fused_gelu``), and each
+                                             residual add + LayerNorm + modulate as one Triton pass
+                                             (``DiTBlock.fused_norm``, ``hddm_p2p.models.fused_norm``)
+    hddm compile -norm                       without the fused norm (inductor fuses those steps itself)
+    hddm compile -gelu                       without either fusion (GELU as a separate pass)
     hddm compile+cudnn                       + SDPA's cuDNN attention backend
     hddm compile+flash                       + FlashAttention-2 instead
     hddm compile+cudnn+graphs                + CUDA graphs (``mode="reduce-overhead"``)
@@ -39,25 +42,27 @@ from _common import attention_backend, kernel_breakdown, peak_tflops
 
 from hddm_p2p.models import build_dit, get_preset
 from hddm_p2p.models.flops import dit_flops
-from hddm_p2p.models.layers import Mlp
+from hddm_p2p.models.layers import DiTBlock, FinalLayer, Mlp
 
-# name → (compile mode: None eager | "default" | a torch.compile mode, fused GELU, SDPA backend)
+# name → (compile mode: None eager | "default" | a torch.compile mode, fused GELU, fused norm, SDPA backend)
 VARIANTS = {
-    "diffusers eager": (None, False, "auto"),
-    "diffusers compile": ("default", False, "auto"),
-    "diffusers compile+cudnn": ("default", False, "cudnn"),
-    "hddm eager": (None, True, "auto"),
-    "hddm compile -gelu": ("default", False, "auto"),
-    "hddm compile": ("default", True, "auto"),
-    "hddm compile+cudnn": ("default", True, "cudnn"),
-    "hddm compile+flash": ("default", True, "flash"),
-    "hddm compile+cudnn+graphs": ("reduce-overhead", True, "cudnn"),
-    "hddm compile+tuned": ("default", True, "auto"),
-    "hddm compile+tuned+graphs": ("reduce-overhead", True, "auto"),
-    "hddm compile+multikernel": ("default", True, "auto"),
-    "hddm compile+multikernel+tuned": ("default", True, "auto"),
-    "hddm autotune": ("max-autotune-no-cudagraphs", True, "auto"),
-    "hddm autotune+graphs": ("max-autotune", True, "auto"),
+    "diffusers eager": (None, False, False, "auto"),
+    "diffusers compile": ("default", False, False, "auto"),
+    "diffusers compile+cudnn": ("default", False, False, "cudnn"),
+    "hddm eager": (None, True, True, "auto"),
+    "hddm compile -gelu": ("default", False, False, "auto"),
+    "hddm compile -norm": ("default", True, False, "auto"),
+    "hddm compile": ("default", True, True, "auto"),
+    "hddm compile+cudnn": ("default", True, True, "cudnn"),
+    "hddm compile+flash": ("default", True, True, "flash"),
+    "hddm compile+cudnn+graphs": ("reduce-overhead", True, True, "cudnn"),
+    "hddm compile+tuned": ("default", True, True, "auto"),
+    "hddm compile+tuned+graphs": ("reduce-overhead", True, True, "auto"),
+    "hddm compile+multikernel": ("default", True, True, "auto"),
+    "hddm compile+multikernel -norm": ("default", True, False, "auto"),
+    "hddm compile+multikernel+tuned": ("default", True, True, "auto"),
+    "hddm autotune": ("max-autotune-no-cudagraphs", True, True, "auto"),
+    "hddm autotune+graphs": ("max-autotune", True, True, "auto"),
 }
 
 
@@ -114,8 +119,9 @@ def time_forward(fn, inputs, warmup: int, iters: int, device: torch.device) -> t
 
 
 def run_variant(arch: str, variant: str, batch: int, args, device: torch.device) -> dict:
-    _, fused, backend = VARIANTS[variant]
-    Mlp.fused_gelu = fused
+    _, fused_gelu, fused_norm, backend = VARIANTS[variant]
+    Mlp.fused_gelu = fused_gelu
+    DiTBlock.fused_norm = FinalLayer.fused_norm = fused_norm
     patch = {"coordinate_descent_tuning": True} if "tuned" in variant else {}
     if "multikernel" in variant:
         patch["triton.multi_kernel"] = 1

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hddm_p2p.models.fused_norm import add_norm_modulate
+
 Tensor = torch.Tensor
 
 
@@ -192,7 +194,12 @@ class DiTBlock(nn.Module):
 
     ``adaln="zero"``: per-block ``adaLN_modulation`` on c (B, D). ``adaln="single"``: c is the global
     t0 (B, 6D) and the block adds its ``scale_shift_table`` (6, D).
+
+    Sampling on CUDA runs each "gated residual add + LayerNorm + modulate" as one pass over memory
+    (``fused_norm.add_norm_modulate``, a Triton kernel); ``fused_norm = False`` turns that off.
     """
+
+    fused_norm: bool = True
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, adaln: str = "single",
                  cross_attn: bool = False):
@@ -219,14 +226,21 @@ class DiTBlock(nn.Module):
         # signals in the residual stream's dtype: fp32 under autocast keeps them fp32 (as the fp32 table +
         # bf16 c promote to), a bf16 stream (``DiT.residual_dtype``) keeps every element-wise pass in bf16
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (m.to(x.dtype) for m in self.modulation(c))
-        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
-        if self.cross_attn is not None:
+        fused = self.fused_norm
+        _, h = add_norm_modulate(x, None, None, shift_msa, scale_msa, self.norm1.eps, fused)
+        if self.cross_attn is None:
+            x, h = add_norm_modulate(x, self.attn(h), gate_msa, shift_mlp, scale_mlp, self.norm2.eps, fused)
+        else:
+            x = x + gate_msa.unsqueeze(1) * self.attn(h)
             x = x + self.cross_attn(x, y, mask)
-        return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+            _, h = add_norm_modulate(x, None, None, shift_mlp, scale_mlp, self.norm2.eps, fused)
+        return x + gate_mlp.unsqueeze(1) * self.mlp(h)
 
 
 class FinalLayer(nn.Module):
     """Modulated LayerNorm then Linear(D, p²·C_out): tokens back to patch pixels."""
+
+    fused_norm: bool = True  # as DiTBlock's
 
     def __init__(self, dim: int, patch_size: int, out_channels: int, adaln: str = "single"):
         super().__init__()
@@ -243,4 +257,5 @@ class FinalLayer(nn.Module):
             shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
         else:
             shift, scale = (self.scale_shift_table[None] + c[:, None]).unbind(1)  # PixArt: table + c
-        return self.linear(modulate(self.norm_final(x), shift, scale))
+        _, h = add_norm_modulate(x, None, None, shift, scale, self.norm_final.eps, self.fused_norm)
+        return self.linear(h)

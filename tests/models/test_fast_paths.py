@@ -128,3 +128,91 @@ def test_dit_forward_is_the_same_across_attention_backends_and_compilation(backe
             out = compile_blocks(model)(x, t, y).float()
     rel = ((out - ref).norm() / ref.norm()).item()
     assert rel < 2e-2, rel
+
+
+_INTERPRETED = r"""
+import os, sys
+os.environ["TRITON_INTERPRET"] = "1"  # before Triton is imported: kernels then run on the CPU
+import torch
+from hddm_p2p.models import fused_norm as fn
+torch.manual_seed(0)
+worst = 0.0
+for D, T, B, dtype, rows in [(48, 5, 3, torch.float32, 2), (72, 4, 2, torch.float32, 4), (96, 3, 2, torch.bfloat16, 1)]:
+    x, y = torch.randn(B, T, D).to(dtype), torch.randn(B, T, D).to(dtype)
+    signals = torch.randn(B, 6, D).to(dtype)  # (B, 6, D) unbound: signals with a row stride of 6·D
+    shift, scale, gate = signals[:, 0], signals[:, 1], signals[:, 2]
+    for add in (True, False):
+        ref_x, ref_h = fn.reference(x, y if add else None, gate if add else None, shift, scale, 1e-6)
+        out_x, out_h = fn.launch(x, y if add else None, gate if add else None, shift, scale, 1e-6,
+                                 kernel=fn._add_norm_modulate_kernel, ROWS=rows)
+        for out, ref in ((out_x, ref_x), (out_h, ref_h)):
+            assert out.dtype == ref.dtype and out.shape == ref.shape
+            if dtype == torch.float32:
+                err = (out - ref).abs().max().item()
+                assert err <= 1e-5, (D, add, err)
+                worst = max(worst, err)
+            else:  # bf16: the kernel rounds x + gate*y once where eager rounds the product and the sum
+                rel = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
+                assert rel < 1e-2, (D, add, rel)
+print("ok", worst)
+"""
+
+
+def test_fused_norm_kernel_matches_the_plain_path_in_tritons_interpreter():
+    """The Triton kernel's arithmetic, on the CPU: D not a power of two, several rows per program, strided
+    signals, with and without the residual add; fp32 to 1e-5 and bf16 to its rounding."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    done = subprocess.run([sys.executable, "-c", _INTERPRETED], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.startswith("ok"), done.stderr[-2000:]
+
+
+def test_fused_norm_falls_back_to_plain_pytorch_off_cuda_or_with_autograd():
+    from hddm_p2p.models import fused_norm as fn
+
+    x, sig = torch.randn(2, 3, 8), torch.randn(2, 6, 8)
+    assert not fn.usable(x, sig)  # CPU tensors
+    out = fn.add_norm_modulate(x, x, sig[:, 2], sig[:, 0], sig[:, 1], 1e-6)
+    ref = fn.reference(x, x, sig[:, 2], sig[:, 0], sig[:, 1], 1e-6)
+    assert all(torch.equal(a, b) for a, b in zip(out, ref))
+
+
+@cuda
+def test_fused_norm_model_matches_the_plain_model_eager_and_compiled():
+    from hddm_p2p.models.layers import DiTBlock, FinalLayer
+
+    model = _perturbed("DiT-S/2", condition="class", num_classes=10).cuda().to(torch.bfloat16).eval()
+    x = torch.randn(8, 4, 16, 16, device="cuda", dtype=torch.bfloat16)
+    t, y = torch.rand(8, device="cuda") * 1000, torch.randint(0, 10, (8,), device="cuda")
+    try:
+        with torch.inference_mode():
+            DiTBlock.fused_norm = FinalLayer.fused_norm = False
+            ref = model(x, t, y).float()
+            DiTBlock.fused_norm = FinalLayer.fused_norm = True
+            eager = model(x, t, y).float()
+            whole = torch.compile(model)(x, t, y).float()
+            regional = compile_blocks(model)(x, t, y).float()
+    finally:
+        DiTBlock.fused_norm = FinalLayer.fused_norm = True
+        torch._dynamo.reset()
+    for out in (eager, whole, regional):
+        rel = ((out - ref).norm() / ref.norm()).item()
+        assert rel < 2e-2, rel
+
+
+@cuda
+def test_fused_norm_kernel_runs_only_without_autograd(monkeypatch):
+    from hddm_p2p.models import fused_norm as fn
+
+    calls = []
+    real = fn.launch
+    monkeypatch.setattr(fn, "launch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model = _perturbed().cuda()
+    x, t = torch.randn(2, 4, 16, 16, device="cuda"), torch.rand(2, device="cuda") * 1000
+    model(x, t).square().mean().backward()  # training: plain path, gradients flow
+    assert calls == [] and model.blocks[0].scale_shift_table.grad is not None
+    with torch.no_grad():
+        model(x, t)
+    assert len(calls) == 2 * len(model.blocks) + 1  # two per block, one in the final layer

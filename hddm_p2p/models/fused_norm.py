@@ -1,0 +1,121 @@
+"""Residual add + LayerNorm + AdaLN modulation in one pass over memory, for sampling on CUDA.
+
+A DiT block spends its element-wise time in two such steps (before attention and before the MLP):
+
+    x' = x + gate·y                  (the gated residual of the branch before; optional)
+    h  = LN(x')·(1 + scale) + shift  (LayerNorm without affine weights, then the block's modulation)
+
+with x, y (B, T, D) and gate, shift, scale (B, D). Inductor fuses them into one kernel, but for widths it
+will not hold in registers (D = 1152 for DiT-XL/2) it reads x and y twice — once for the statistics, once
+for the output. ``add_norm_modulate`` is one Triton kernel that reads x and y once and writes x' and h once:
+a whole row (next power of two ≥ D) and a few rows per program, statistics in fp32. It is registered as a
+``torch.library.triton_op``, so ``torch.compile`` (whole model or per block) calls the kernel as it is.
+
+It is a sampling path: no backward (callers use it only where no autograd graph is recorded; see
+``usable``). Elsewhere — CPU, training, no Triton — ``reference`` computes the same in plain PyTorch, and
+inductor fuses that as before.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs: the plain path only
+    triton = None
+
+
+def reference(x: Tensor, y: Tensor | None, gate: Tensor | None, shift: Tensor, scale: Tensor,
+              eps: float) -> tuple[Tensor, Tensor]:
+    """(x', h) in plain PyTorch; x' is x itself when there is no residual to add."""
+    if y is not None:
+        x = x + gate.unsqueeze(1) * y
+    h = F.layer_norm(x, x.shape[-1:], eps=eps)
+    return x, h * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+def usable(x: Tensor, *params: Tensor) -> bool:
+    """Whether the kernel may run: CUDA, Triton importable, and no autograd graph to record."""
+    if triton is None or not x.is_cuda or x.dim() != 3:
+        return False
+    return not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)))
+
+
+def add_norm_modulate(x: Tensor, y: Tensor | None, gate: Tensor | None, shift: Tensor, scale: Tensor,
+                      eps: float, fused: bool = True) -> tuple[Tensor, Tensor]:
+    """(x + gate·y, LN(x + gate·y)·(1 + scale) + shift): the Triton kernel if ``fused`` and ``usable``, else
+    ``reference``. Without y (and gate) it is the modulated LayerNorm of x, and x' is x."""
+    tensors = (x, shift, scale) if y is None else (x, y, gate, shift, scale)
+    if not (fused and usable(*tensors)):
+        return reference(x, y, gate, shift, scale, eps)
+    if y is None:
+        return x, torch.ops.hddm.norm_modulate(x, shift, scale, eps)
+    return torch.ops.hddm.add_norm_modulate(x, y, gate, shift, scale, eps)
+
+
+if triton is not None:
+    # a few rows per program; the tile is (ROWS, next power of two ≥ D), held in registers
+    _CONFIGS = [triton.Config({"ROWS": r}, num_warps=w) for r in (1, 2, 4, 8) for w in (4, 8, 16)
+                if r * w <= 64]
+
+    @triton.jit
+    def _add_norm_modulate_kernel(X, Y, GATE, SHIFT, SCALE, X_OUT, H_OUT, n_rows, T, D,
+                                  stride_gate, stride_shift, stride_scale, eps,
+                                  HAS_ADD: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr):
+        rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+        cols = tl.arange(0, BLOCK)
+        mask = (rows < n_rows)[:, None] & (cols < D)[None, :]
+        batch = (rows // T)[:, None]  # the sample each token row belongs to: its modulation signals
+        offsets = rows[:, None].to(tl.int64) * D + cols[None, :]
+        x = tl.load(X + offsets, mask=mask, other=0.0).to(tl.float32)
+        if HAS_ADD:
+            y = tl.load(Y + offsets, mask=mask, other=0.0).to(tl.float32)
+            gate = tl.load(GATE + batch * stride_gate + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            x_out = (x + gate * y).to(X_OUT.dtype.element_ty)
+            tl.store(X_OUT + offsets, x_out, mask=mask)
+            x = x_out.to(tl.float32)  # normalise the residual as stored, as the unfused path does
+        mean = tl.sum(x, axis=1) / D
+        centred = tl.where(mask, x - mean[:, None], 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(centred * centred, axis=1) / D + eps)
+        shift = tl.load(SHIFT + batch * stride_shift + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        scale = tl.load(SCALE + batch * stride_scale + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        h = centred * rstd[:, None] * (1.0 + scale) + shift
+        tl.store(H_OUT + offsets, h.to(H_OUT.dtype.element_ty), mask=mask)
+
+    _tuned_kernel = triton.autotune(configs=_CONFIGS, key=["D", "HAS_ADD"])(_add_norm_modulate_kernel)
+
+    def launch(x: Tensor, y: Tensor | None, gate: Tensor | None, shift: Tensor, scale: Tensor, eps: float,
+               kernel=None, **meta) -> tuple[Tensor, Tensor]:
+        """Run the kernel on (B, T, D) x (and y); signals (B, D) with unit stride along D. ``kernel``: the
+        launcher (the custom ops pass ``wrap_triton`` of the autotuned kernel; the tests pass the plain
+        kernel with ``ROWS`` in ``meta``, for Triton's interpreter on the CPU)."""
+        B, T, D = x.shape
+        x = x.contiguous()
+        signals = [s if s.stride(-1) == 1 else s.contiguous() for s in (shift, scale)]
+        has_add = y is not None
+        if has_add:
+            y = y.contiguous()
+            gate = gate if gate.stride(-1) == 1 else gate.contiguous()
+        x_out = torch.empty_like(x) if has_add else x
+        h = torch.empty_like(x)
+        n_rows = B * T
+        grid = lambda meta: (triton.cdiv(n_rows, meta["ROWS"]),)  # noqa: E731
+        k = kernel or _tuned_kernel
+        k[grid](x, y if has_add else x, gate if has_add else signals[0], signals[0], signals[1], x_out, h,
+                n_rows, T, D, gate.stride(0) if has_add else 0, signals[0].stride(0), signals[1].stride(0),
+                eps, HAS_ADD=has_add, BLOCK=triton.next_power_of_2(D), **meta)
+        return x_out, h
+
+    @torch.library.triton_op("hddm::add_norm_modulate", mutates_args=())
+    def _add_norm_modulate_op(x: Tensor, y: Tensor, gate: Tensor, shift: Tensor, scale: Tensor,
+                              eps: float) -> tuple[Tensor, Tensor]:
+        return launch(x, y, gate, shift, scale, eps, kernel=torch.library.wrap_triton(_tuned_kernel))
+
+    @torch.library.triton_op("hddm::norm_modulate", mutates_args=())
+    def _norm_modulate_op(x: Tensor, shift: Tensor, scale: Tensor, eps: float) -> Tensor:
+        return launch(x, None, None, shift, scale, eps, kernel=torch.library.wrap_triton(_tuned_kernel))[1]
