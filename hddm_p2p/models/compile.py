@@ -9,6 +9,7 @@ many experts (and their sizes) in one process never fall back to eager.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -24,4 +25,6 @@ def compile_blocks(module: nn.Module, **options) -> nn.Module:
             setattr(dynamo, name, max(getattr(dynamo, name), 64))
     for block in blocks:
         block.compile(**options)
+        if hasattr(block, "forward_deferred"):  # the fused-norm chain (DiTBlock.forward_deferred)
+            block.forward_deferred = torch.compile(block.forward_deferred, **options)
     return module

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from hddm_p2p.errors import SpecError
+from hddm_p2p.models import fused_norm
 from hddm_p2p.models.layers import (
     CaptionEmbedder,
     DiTBlock,
@@ -207,6 +208,12 @@ class DiT(nn.Module):
             y, mask = self.caption_embedder(cond, batch, drop)
         return c, y, mask
 
+    def deferred_residuals(self, h: Tensor, t0: Tensor) -> bool:
+        """Whether the blocks chain through ``DiTBlock.forward_deferred``: ``DiTBlock.fused_norm`` is on, the
+        kernel can run (CUDA, no autograd graph) and the blocks have no cross-attention."""
+        return (DiTBlock.fused_norm and self.caption_embedder is None and len(self.blocks) > 0
+                and fused_norm.usable(h, t0))
+
     def forward(self, x: Tensor, t: Tensor, cond=None, drop: Tensor | None = None) -> Tensor:
         B = x.shape[0]
         c, y, mask = self._conditioning(t, cond, drop, B)
@@ -214,9 +221,15 @@ class DiT(nn.Module):
         if self.residual_dtype is not None:
             h = h.to(self.residual_dtype)
         t0 = self.t_block(c) if self.t_block is not None else c  # (B, 6D) single | (B, D) zero
-        for block in self.blocks:
-            h = block(h, t0, y, mask)
-        out = self.unpatchify(self.final_layer(h, c))  # (B, C_out, H, W)
+        if self.deferred_residuals(h, t0):  # sampling with the fused norm kernel: residuals added in its passes
+            pending = None
+            for block in self.blocks:
+                h, pending = block.forward_deferred(h, t0, pending)
+            out = self.unpatchify(self.final_layer(h, c, pending))
+        else:
+            for block in self.blocks:
+                h = block(h, t0, y, mask)
+            out = self.unpatchify(self.final_layer(h, c))  # (B, C_out, H, W)
         return out[:, : self.config.in_channels] if self.config.learn_sigma else out
 
 

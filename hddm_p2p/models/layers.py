@@ -195,11 +195,12 @@ class DiTBlock(nn.Module):
     ``adaln="zero"``: per-block ``adaLN_modulation`` on c (B, D). ``adaln="single"``: c is the global
     t0 (B, 6D) and the block adds its ``scale_shift_table`` (6, D).
 
-    Sampling on CUDA runs each "gated residual add + LayerNorm + modulate" as one pass over memory
-    (``fused_norm.add_norm_modulate``, a Triton kernel); ``fused_norm = False`` turns that off.
+    ``fused_norm = True`` runs each "gated residual add + LayerNorm + modulate" of sampling on CUDA as one
+    Triton pass over memory (``fused_norm.add_norm_modulate``); ``DiT`` then chains the blocks through
+    ``forward_deferred``, so each block's MLP residual is added by the next block's first fused pass.
     """
 
-    fused_norm: bool = True
+    fused_norm: bool = False
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, adaln: str = "single",
                  cross_attn: bool = False):
@@ -236,11 +237,22 @@ class DiTBlock(nn.Module):
             _, h = add_norm_modulate(x, None, None, shift_mlp, scale_mlp, self.norm2.eps, fused)
         return x + gate_mlp.unsqueeze(1) * self.mlp(h)
 
+    def forward_deferred(self, x: Tensor, c: Tensor, pending: tuple[Tensor, Tensor] | None = None
+                         ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """The same block with its last residual left undone: ``pending`` (branch, gate) of the block before is
+        added by this block's first fused norm, and this block's MLP output and gate are returned as the next
+        ``pending``. Self-attention blocks only; ``DiT.forward`` uses it with ``fused_norm``."""
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (m.to(x.dtype) for m in self.modulation(c))
+        branch, gate = pending if pending is not None else (None, None)
+        x, h = add_norm_modulate(x, branch, gate, shift_msa, scale_msa, self.norm1.eps)
+        x, h = add_norm_modulate(x, self.attn(h), gate_msa, shift_mlp, scale_mlp, self.norm2.eps)
+        return x, (self.mlp(h), gate_mlp)
+
 
 class FinalLayer(nn.Module):
     """Modulated LayerNorm then Linear(D, p²·C_out): tokens back to patch pixels."""
 
-    fused_norm: bool = True  # as DiTBlock's
+    fused_norm: bool = False  # as DiTBlock's
 
     def __init__(self, dim: int, patch_size: int, out_channels: int, adaln: str = "single"):
         super().__init__()
@@ -252,10 +264,13 @@ class FinalLayer(nn.Module):
         else:
             self.scale_shift_table = nn.Parameter(torch.randn(2, dim) / dim ** 0.5)
 
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, pending: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """``pending``: the last block's deferred (branch, gate) residual (``DiTBlock.forward_deferred``)."""
         if self.adaln == "zero":
             shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
         else:
             shift, scale = (self.scale_shift_table[None] + c[:, None]).unbind(1)  # PixArt: table + c
-        _, h = add_norm_modulate(x, None, None, shift, scale, self.norm_final.eps, self.fused_norm)
+        branch, gate = pending if pending is not None else (None, None)
+        _, h = add_norm_modulate(x, branch, gate, shift.to(x.dtype), scale.to(x.dtype), self.norm_final.eps,
+                                 self.fused_norm or pending is not None)
         return self.linear(h)

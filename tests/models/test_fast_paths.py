@@ -137,7 +137,9 @@ import torch
 from hddm_p2p.models import fused_norm as fn
 torch.manual_seed(0)
 worst = 0.0
-for D, T, B, dtype, rows in [(48, 5, 3, torch.float32, 2), (72, 4, 2, torch.float32, 4), (96, 3, 2, torch.bfloat16, 1)]:
+cases = [(48, 5, 3, torch.float32, 2), (72, 4, 2, torch.float32, 4), (88, 3, 2, torch.float32, 2),
+         (64, 3, 3, torch.float32, 4), (96, 3, 2, torch.bfloat16, 1)]
+for D, T, B, dtype, rows in cases:  # two column tiles: 32+16, 64+8, 64+(24 of 32), 64 alone, 64+32
     x, y = torch.randn(B, T, D).to(dtype), torch.randn(B, T, D).to(dtype)
     signals = torch.randn(B, 6, D).to(dtype)  # (B, 6, D) unbound: signals with a row stride of 6·D
     shift, scale, gate = signals[:, 0], signals[:, 1], signals[:, 2]
@@ -159,8 +161,9 @@ print("ok", worst)
 
 
 def test_fused_norm_kernel_matches_the_plain_path_in_tritons_interpreter():
-    """The Triton kernel's arithmetic, on the CPU: D not a power of two, several rows per program, strided
-    signals, with and without the residual add; fp32 to 1e-5 and bf16 to its rounding."""
+    """The Triton kernel's arithmetic, on the CPU: D not a power of two (second column tile exact, padded, or
+    absent), several rows per program (a partial last program), strided signals, with and without the residual
+    add; fp32 to 1e-5 and bf16 to its rounding."""
     import subprocess
     import sys
 
@@ -179,6 +182,22 @@ def test_fused_norm_falls_back_to_plain_pytorch_off_cuda_or_with_autograd():
     assert all(torch.equal(a, b) for a, b in zip(out, ref))
 
 
+def test_deferred_residual_chain_computes_the_plain_forward(monkeypatch):
+    """Blocks chained through forward_deferred (each MLP residual added by the next block's first norm, the
+    last by the final layer) give the plain forward's output; on the CPU the passes run in PyTorch."""
+    from hddm_p2p.models.dit import DiT
+    from hddm_p2p.models.layers import DiTBlock
+
+    model = _perturbed("tiny", condition="class", num_classes=10)
+    x, t, y = torch.randn(3, 4, 16, 16), torch.rand(3) * 1000, torch.tensor([1, 5, 9])
+    with torch.no_grad():
+        ref = model(x, t, y)
+        monkeypatch.setattr(DiT, "deferred_residuals", lambda self, h, t0: True)
+        monkeypatch.setattr(DiTBlock, "forward", lambda *a, **k: pytest.fail("the plain block path ran"))
+        out = model(x, t, y)
+    assert torch.allclose(out, ref, atol=1e-5) and not torch.equal(ref, torch.zeros_like(ref))
+
+
 @cuda
 def test_fused_norm_model_matches_the_plain_model_eager_and_compiled():
     from hddm_p2p.models.layers import DiTBlock, FinalLayer
@@ -195,7 +214,7 @@ def test_fused_norm_model_matches_the_plain_model_eager_and_compiled():
             whole = torch.compile(model)(x, t, y).float()
             regional = compile_blocks(model)(x, t, y).float()
     finally:
-        DiTBlock.fused_norm = FinalLayer.fused_norm = True
+        DiTBlock.fused_norm = FinalLayer.fused_norm = False
         torch._dynamo.reset()
     for out in (eager, whole, regional):
         rel = ((out - ref).norm() / ref.norm()).item()
@@ -205,7 +224,10 @@ def test_fused_norm_model_matches_the_plain_model_eager_and_compiled():
 @cuda
 def test_fused_norm_kernel_runs_only_without_autograd(monkeypatch):
     from hddm_p2p.models import fused_norm as fn
+    from hddm_p2p.models.layers import DiTBlock, FinalLayer
 
+    monkeypatch.setattr(DiTBlock, "fused_norm", True)
+    monkeypatch.setattr(FinalLayer, "fused_norm", True)
     calls = []
     real = fn.launch
     monkeypatch.setattr(fn, "launch", lambda *a, **k: calls.append(1) or real(*a, **k))
