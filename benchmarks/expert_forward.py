@@ -9,10 +9,11 @@ activations; no autocast), in eval mode under ``torch.inference_mode``. Rows (``
     diffusers eager / diffusers compile      DiTTransformer2DModel (AdaLN-Zero), torch.compile(model)
     diffusers compile+cudnn                  the same with SDPA's cuDNN attention backend
     hddm eager / hddm compile                hddm DiT (AdaLN-Single), torch.compile(model); fc1 + GELU run as one
-                                             cuBLASLt matmul with a GELU epilogue (``Mlp.fused_gelu``)
-    hddm compile -gelu                       the same without that fusion (GELU as a separate pass)
-    hddm compile+norm                        + each residual add + LayerNorm + modulate as one Triton pass
-                                             (opt-in ``DiTBlock.fused_norm``, ``hddm_p2p.models.fused_norm``)
+                                             cuBLASLt matmul with a GELU epilogue (``Mlp.fused_gelu``), and each
+                                             residual add + LayerNorm + modulate as one Triton pass, the blocks
+                                             chained so every residual is added inside one (``DiTBlock.fused_norm``)
+    hddm compile -norm                       without the fused norm (inductor fuses those steps itself)
+    hddm compile -gelu                       without either fusion (GELU as a separate pass)
     hddm compile+cudnn                       + SDPA's cuDNN attention backend
     hddm compile+flash                       + FlashAttention-2 instead
     hddm compile+cudnn+graphs                + CUDA graphs (``mode="reduce-overhead"``)
@@ -48,20 +49,20 @@ VARIANTS = {
     "diffusers eager": (None, False, False, "auto"),
     "diffusers compile": ("default", False, False, "auto"),
     "diffusers compile+cudnn": ("default", False, False, "cudnn"),
-    "hddm eager": (None, True, False, "auto"),
+    "hddm eager": (None, True, True, "auto"),
     "hddm compile -gelu": ("default", False, False, "auto"),
-    "hddm compile": ("default", True, False, "auto"),
-    "hddm compile+norm": ("default", True, True, "auto"),
-    "hddm compile+cudnn": ("default", True, False, "cudnn"),
-    "hddm compile+flash": ("default", True, False, "flash"),
-    "hddm compile+cudnn+graphs": ("reduce-overhead", True, False, "cudnn"),
-    "hddm compile+tuned": ("default", True, False, "auto"),
-    "hddm compile+tuned+graphs": ("reduce-overhead", True, False, "auto"),
-    "hddm compile+multikernel": ("default", True, False, "auto"),
-    "hddm compile+multikernel+norm": ("default", True, True, "auto"),
-    "hddm compile+multikernel+tuned": ("default", True, False, "auto"),
-    "hddm autotune": ("max-autotune-no-cudagraphs", True, False, "auto"),
-    "hddm autotune+graphs": ("max-autotune", True, False, "auto"),
+    "hddm compile -norm": ("default", True, False, "auto"),
+    "hddm compile": ("default", True, True, "auto"),
+    "hddm compile+cudnn": ("default", True, True, "cudnn"),
+    "hddm compile+flash": ("default", True, True, "flash"),
+    "hddm compile+cudnn+graphs": ("reduce-overhead", True, True, "cudnn"),
+    "hddm compile+tuned": ("default", True, True, "auto"),
+    "hddm compile+tuned+graphs": ("reduce-overhead", True, True, "auto"),
+    "hddm compile+multikernel": ("default", True, True, "auto"),
+    "hddm compile+multikernel -norm": ("default", True, False, "auto"),
+    "hddm compile+multikernel+tuned": ("default", True, True, "auto"),
+    "hddm autotune": ("max-autotune-no-cudagraphs", True, True, "auto"),
+    "hddm autotune+graphs": ("max-autotune", True, True, "auto"),
 }
 
 

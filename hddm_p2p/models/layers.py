@@ -198,9 +198,10 @@ class DiTBlock(nn.Module):
     ``fused_norm = True`` runs each "gated residual add + LayerNorm + modulate" of sampling on CUDA as one
     Triton pass over memory (``fused_norm.add_norm_modulate``); ``DiT`` then chains the blocks through
     ``forward_deferred``, so each block's MLP residual is added by the next block's first fused pass.
+    ``fused_norm = False`` turns that off.
     """
 
-    fused_norm: bool = False
+    fused_norm: bool = True
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, adaln: str = "single",
                  cross_attn: bool = False):
@@ -252,7 +253,7 @@ class DiTBlock(nn.Module):
 class FinalLayer(nn.Module):
     """Modulated LayerNorm then Linear(D, p²·C_out): tokens back to patch pixels."""
 
-    fused_norm: bool = False  # as DiTBlock's
+    fused_norm: bool = True  # as DiTBlock's
 
     def __init__(self, dim: int, patch_size: int, out_channels: int, adaln: str = "single"):
         super().__init__()
