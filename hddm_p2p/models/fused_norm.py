@@ -14,8 +14,9 @@ per block) calls the kernel as it is.
 With ``DiTBlock.fused_norm`` (on by default) ``DiT`` chains its blocks so that each block's last residual
 (after the MLP) is added by the next block's first pass, and the last block's by the final layer's: two
 passes per block, each reading x and y once and writing x' and h once. Each program takes a few token rows
-of one sample (its signals loaded once) and holds each row as two column tiles, the largest power of two
-≤ D and the rest (1152 = 1024 + 128), so no lanes idle on padding.
+and holds each row as two column tiles, the largest power of two ≤ D and the rest (1152 = 1024 + 128), so
+no lanes idle on padding. (A variant with one program per (sample, row tile), loading the signals once per
+program, measured slower on an H200: 2026-12-01 run 3 in docs/benchmarks.md.)
 
 It is a sampling path: no backward (callers use it only where no autograd graph is recorded; see
 ``usable``). Elsewhere — CPU, training, no Triton — ``reference`` computes the same in plain PyTorch, and
@@ -67,49 +68,43 @@ def add_norm_modulate(x: Tensor, y: Tensor | None, gate: Tensor | None, shift: T
 if triton is not None:
     # a few rows per program; each row is held in registers as two column tiles, the largest power of two
     # ≤ D and the rest (1152 = 1024 + 128, 768 = 512 + 256): no lanes masked off for widths like these
-    _CONFIGS = [triton.Config({"ROWS": r}, num_warps=w) for r in (1, 2, 4, 8, 16) for w in (4, 8, 16)
-                if r * w <= 128]
+    _CONFIGS = [triton.Config({"ROWS": r}, num_warps=w) for r in (1, 2, 4, 8) for w in (4, 8, 16)
+                if r * w <= 64]
 
     @triton.jit
-    def _residual_tile(X, Y, GATE, X_OUT, offsets, gate_offsets, mask, col_mask, HAS_ADD: tl.constexpr):
+    def _residual_tile(X, Y, GATE, X_OUT, offsets, gate_offsets, mask, HAS_ADD: tl.constexpr):
         """One tile of x' = x + gate·y in fp32 (stored rounded to X_OUT's dtype, and used as stored)."""
         x = tl.load(X + offsets, mask=mask, other=0.0).to(tl.float32)
         if HAS_ADD:
             y = tl.load(Y + offsets, mask=mask, other=0.0).to(tl.float32)
-            gate = tl.load(GATE + gate_offsets, mask=col_mask, other=0.0).to(tl.float32)  # (1, BLOCK): one sample's
+            gate = tl.load(GATE + gate_offsets, mask=mask, other=0.0).to(tl.float32)
             x_out = (x + gate * y).to(X_OUT.dtype.element_ty)
             tl.store(X_OUT + offsets, x_out, mask=mask)
             x = x_out.to(tl.float32)
         return x
 
     @triton.jit
-    def _modulated_tile(H_OUT, SHIFT, SCALE, offsets, shift_offsets, scale_offsets, normed, mask, col_mask):
-        shift = tl.load(SHIFT + shift_offsets, mask=col_mask, other=0.0).to(tl.float32)  # (1, BLOCK), broadcast
-        scale = tl.load(SCALE + scale_offsets, mask=col_mask, other=0.0).to(tl.float32)  # over the rows
+    def _modulated_tile(H_OUT, SHIFT, SCALE, offsets, shift_offsets, scale_offsets, normed, mask):
+        shift = tl.load(SHIFT + shift_offsets, mask=mask, other=0.0).to(tl.float32)
+        scale = tl.load(SCALE + scale_offsets, mask=mask, other=0.0).to(tl.float32)
         tl.store(H_OUT + offsets, (normed * (1.0 + scale) + shift).to(H_OUT.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _add_norm_modulate_kernel(X, Y, GATE, SHIFT, SCALE, X_OUT, H_OUT, T, D,
+    def _add_norm_modulate_kernel(X, Y, GATE, SHIFT, SCALE, X_OUT, H_OUT, n_rows, T, D,
                                   stride_gate, stride_shift, stride_scale, eps, HAS_ADD: tl.constexpr,
                                   BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr, ROWS: tl.constexpr):
-        # program (b, j): token rows j·ROWS … j·ROWS + ROWS − 1 of sample b, whose modulation signals are
-        # loaded once, as a (1, D) row broadcast over the tile
-        batch = tl.program_id(0)
-        tokens = tl.program_id(1) * ROWS + tl.arange(0, ROWS)
-        row_mask = (tokens < T)[:, None]
-        base = (batch * T + tokens)[:, None].to(tl.int64) * D
+        rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+        row_mask = (rows < n_rows)[:, None]
+        batch = (rows // T)[:, None]  # the sample each token row belongs to: its modulation signals
+        base = rows[:, None].to(tl.int64) * D
         cols_a = tl.arange(0, BLOCK_A)[None, :]
-        cols_in_a = cols_a < BLOCK_A  # always true: only whole rows are masked in the first tile
-        mask_a = row_mask & cols_in_a
-        x_a = _residual_tile(X, Y, GATE, X_OUT, base + cols_a, batch * stride_gate + cols_a, mask_a, cols_in_a,
-                             HAS_ADD)
+        mask_a = row_mask & (cols_a < BLOCK_A)  # columns always in range: only whole rows are masked
+        x_a = _residual_tile(X, Y, GATE, X_OUT, base + cols_a, batch * stride_gate + cols_a, mask_a, HAS_ADD)
         total = tl.sum(x_a, axis=1)
         if BLOCK_B > 0:
             cols_b = BLOCK_A + tl.arange(0, BLOCK_B)[None, :]
-            cols_in_b = cols_b < D
-            mask_b = row_mask & cols_in_b
-            x_b = _residual_tile(X, Y, GATE, X_OUT, base + cols_b, batch * stride_gate + cols_b, mask_b, cols_in_b,
-                                 HAS_ADD)
+            mask_b = row_mask & (cols_b < D)
+            x_b = _residual_tile(X, Y, GATE, X_OUT, base + cols_b, batch * stride_gate + cols_b, mask_b, HAS_ADD)
             total += tl.sum(x_b, axis=1)
         mean = (total / D)[:, None]
         centred_a = x_a - mean
@@ -119,10 +114,10 @@ if triton is not None:
             squares += tl.sum(centred_b * centred_b, axis=1)
         rstd = (1.0 / tl.sqrt(squares / D + eps))[:, None]
         _modulated_tile(H_OUT, SHIFT, SCALE, base + cols_a, batch * stride_shift + cols_a,
-                        batch * stride_scale + cols_a, centred_a * rstd, mask_a, cols_in_a)
+                        batch * stride_scale + cols_a, centred_a * rstd, mask_a)
         if BLOCK_B > 0:
             _modulated_tile(H_OUT, SHIFT, SCALE, base + cols_b, batch * stride_shift + cols_b,
-                            batch * stride_scale + cols_b, centred_b * rstd, mask_b, cols_in_b)
+                            batch * stride_scale + cols_b, centred_b * rstd, mask_b)
 
     _tuned_kernel = triton.autotune(configs=_CONFIGS, key=["D", "HAS_ADD"])(_add_norm_modulate_kernel)
 
@@ -140,12 +135,13 @@ if triton is not None:
             gate = gate if gate.stride(-1) == 1 else gate.contiguous()
         x_out = torch.empty_like(x) if has_add else x
         h = torch.empty_like(x)
+        n_rows = B * T
         block_a = 1 << (D.bit_length() - 1)  # the largest power of two ≤ D, then the rest rounded up
         block_b = triton.next_power_of_2(D - block_a) if D > block_a else 0
-        grid = lambda meta: (B, triton.cdiv(T, meta["ROWS"]))  # noqa: E731
+        grid = lambda meta: (triton.cdiv(n_rows, meta["ROWS"]),)  # noqa: E731
         k = kernel or _tuned_kernel
         k[grid](x, y if has_add else x, gate if has_add else signals[0], signals[0], signals[1], x_out, h,
-                T, D, gate.stride(0) if has_add else 0, signals[0].stride(0), signals[1].stride(0),
+                n_rows, T, D, gate.stride(0) if has_add else 0, signals[0].stride(0), signals[1].stride(0),
                 eps, HAS_ADD=has_add, BLOCK_A=block_a, BLOCK_B=block_b, **meta)
         return x_out, h
 
