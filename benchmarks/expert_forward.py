@@ -11,7 +11,7 @@ activations; no autocast), in eval mode under ``torch.inference_mode``. Rows (``
     hddm eager / hddm compile                hddm DiT (AdaLN-Single), torch.compile(model); fc1 + GELU run as one
                                              cuBLASLt matmul with a GELU epilogue (``Mlp.fused_gelu``), and each
                                              residual add + LayerNorm + modulate as one Triton pass, the blocks
-                                             chained so every residual is added inside one (``DiTBlock.fused_norm``)
+                                             chained so every residual is added inside one (``hddm_p2p.models.fused_norm``)
     hddm compile -norm                       without the fused norm (inductor fuses those steps itself)
     hddm compile -gelu                       without either fusion (GELU as a separate pass)
     hddm compile+cudnn                       + SDPA's cuDNN attention backend
@@ -42,7 +42,8 @@ from _common import attention_backend, kernel_breakdown, peak_tflops
 
 from hddm_p2p.models import build_dit, get_preset
 from hddm_p2p.models.flops import dit_flops
-from hddm_p2p.models.layers import DiTBlock, FinalLayer, Mlp
+from hddm_p2p.models import fused_norm as fused_norm_kernel
+from hddm_p2p.models.layers import Mlp
 
 # name → (compile mode: None eager | "default" | a torch.compile mode, fused GELU, fused norm, SDPA backend)
 VARIANTS = {
@@ -121,7 +122,7 @@ def time_forward(fn, inputs, warmup: int, iters: int, device: torch.device) -> t
 def run_variant(arch: str, variant: str, batch: int, args, device: torch.device) -> dict:
     _, fused_gelu, fused_norm, backend = VARIANTS[variant]
     Mlp.fused_gelu = fused_gelu
-    DiTBlock.fused_norm = FinalLayer.fused_norm = fused_norm
+    fused_norm_kernel.enabled = fused_norm
     patch = {"coordinate_descent_tuning": True} if "tuned" in variant else {}
     if "multikernel" in variant:
         patch["triton.multi_kernel"] = 1

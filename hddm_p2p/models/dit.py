@@ -209,10 +209,9 @@ class DiT(nn.Module):
         return c, y, mask
 
     def deferred_residuals(self, h: Tensor, t0: Tensor) -> bool:
-        """Whether the blocks chain through ``DiTBlock.forward_deferred``: ``DiTBlock.fused_norm`` is on, the
-        kernel can run (CUDA, no autograd graph) and the blocks have no cross-attention."""
-        return (DiTBlock.fused_norm and self.caption_embedder is None and len(self.blocks) > 0
-                and fused_norm.usable(h, t0))
+        """Whether the blocks chain through ``DiTBlock.forward_deferred``: the fused norm kernel can run
+        (``fused_norm.usable``: enabled, CUDA, no autograd graph) and the blocks have no cross-attention."""
+        return self.caption_embedder is None and len(self.blocks) > 0 and fused_norm.usable(h, t0)
 
     def forward(self, x: Tensor, t: Tensor, cond=None, drop: Tensor | None = None) -> Tensor:
         B = x.shape[0]

@@ -11,7 +11,7 @@ for the output. ``add_norm_modulate`` is one Triton kernel that reads x and y on
 statistics in fp32. It is registered as a ``torch.library.triton_op``, so ``torch.compile`` (whole model or
 per block) calls the kernel as it is.
 
-With ``DiTBlock.fused_norm`` (on by default) ``DiT`` chains its blocks so that each block's last residual
+With ``enabled`` (the switch; on by default) ``DiT`` chains its blocks so that each block's last residual
 (after the MLP) is added by the next block's first pass, and the last block's by the final layer's: two
 passes per block, each reading x and y once and writing x' and h once. Each program takes a few token rows
 and holds each row as two column tiles, the largest power of two ≤ D and the rest (1152 = 1024 + 128), so
@@ -46,19 +46,22 @@ def reference(x: Tensor, y: Tensor | None, gate: Tensor | None, shift: Tensor, s
     return x, h * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
 
 
+enabled: bool = True  # False: always the plain PyTorch path (benchmarks and tests compare the two)
+
+
 def usable(x: Tensor, *params: Tensor) -> bool:
-    """Whether the kernel may run: CUDA, Triton importable, and no autograd graph to record."""
-    if triton is None or not x.is_cuda or x.dim() != 3:
+    """Whether the kernel may run: ``enabled``, CUDA, Triton importable, and no autograd graph to record."""
+    if not enabled or triton is None or not x.is_cuda or x.dim() != 3:
         return False
     return not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)))
 
 
 def add_norm_modulate(x: Tensor, y: Tensor | None, gate: Tensor | None, shift: Tensor, scale: Tensor,
-                      eps: float, fused: bool = True) -> tuple[Tensor, Tensor]:
-    """(x + gate·y, LN(x + gate·y)·(1 + scale) + shift): the Triton kernel if ``fused`` and ``usable``, else
+                      eps: float) -> tuple[Tensor, Tensor]:
+    """(x + gate·y, LN(x + gate·y)·(1 + scale) + shift): the Triton kernel where ``usable``, else
     ``reference``. Without y (and gate) it is the modulated LayerNorm of x, and x' is x."""
     tensors = (x, shift, scale) if y is None else (x, y, gate, shift, scale)
-    if not (fused and usable(*tensors)):
+    if not usable(*tensors):
         return reference(x, y, gate, shift, scale, eps)
     if y is None:
         return x, torch.ops.hddm.norm_modulate(x, shift, scale, eps)

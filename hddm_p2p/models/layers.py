@@ -195,13 +195,10 @@ class DiTBlock(nn.Module):
     ``adaln="zero"``: per-block ``adaLN_modulation`` on c (B, D). ``adaln="single"``: c is the global
     t0 (B, 6D) and the block adds its ``scale_shift_table`` (6, D).
 
-    ``fused_norm = True`` runs each "gated residual add + LayerNorm + modulate" of sampling on CUDA as one
-    Triton pass over memory (``fused_norm.add_norm_modulate``); ``DiT`` then chains the blocks through
-    ``forward_deferred``, so each block's MLP residual is added by the next block's first fused pass.
-    ``fused_norm = False`` turns that off.
+    Each "gated residual add + LayerNorm + modulate" goes through ``fused_norm.add_norm_modulate``: one
+    Triton pass over memory when sampling on CUDA, plain PyTorch otherwise. ``DiT`` then chains the blocks
+    through ``forward_deferred``, so each block's MLP residual is added by the next block's first pass.
     """
-
-    fused_norm: bool = True
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, adaln: str = "single",
                  cross_attn: bool = False):
@@ -224,26 +221,28 @@ class DiTBlock(nn.Module):
         s = self.scale_shift_table[None] + c.reshape(c.shape[0], 6, -1)  # (B, 6, D)
         return list(s.unbind(1))
 
+    def signals(self, c: Tensor, dtype: torch.dtype) -> list[Tensor]:
+        """``modulation(c)`` in the residual stream's dtype: fp32 under autocast keeps them fp32 (as the fp32
+        table + bf16 c promote to), a bf16 stream (``DiT.residual_dtype``) keeps every element-wise pass bf16."""
+        return [m.to(dtype) for m in self.modulation(c)]
+
     def forward(self, x: Tensor, c: Tensor, y: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
-        # signals in the residual stream's dtype: fp32 under autocast keeps them fp32 (as the fp32 table +
-        # bf16 c promote to), a bf16 stream (``DiT.residual_dtype``) keeps every element-wise pass in bf16
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (m.to(x.dtype) for m in self.modulation(c))
-        fused = self.fused_norm
-        _, h = add_norm_modulate(x, None, None, shift_msa, scale_msa, self.norm1.eps, fused)
         if self.cross_attn is None:
-            x, h = add_norm_modulate(x, self.attn(h), gate_msa, shift_mlp, scale_mlp, self.norm2.eps, fused)
-        else:
-            x = x + gate_msa.unsqueeze(1) * self.attn(h)
-            x = x + self.cross_attn(x, y, mask)
-            _, h = add_norm_modulate(x, None, None, shift_mlp, scale_mlp, self.norm2.eps, fused)
+            x, (branch, gate) = self.forward_deferred(x, c)
+            return x + gate.unsqueeze(1) * branch
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.signals(c, x.dtype)
+        _, h = add_norm_modulate(x, None, None, shift_msa, scale_msa, self.norm1.eps)
+        x = x + gate_msa.unsqueeze(1) * self.attn(h)
+        x = x + self.cross_attn(x, y, mask)
+        _, h = add_norm_modulate(x, None, None, shift_mlp, scale_mlp, self.norm2.eps)
         return x + gate_mlp.unsqueeze(1) * self.mlp(h)
 
     def forward_deferred(self, x: Tensor, c: Tensor, pending: tuple[Tensor, Tensor] | None = None
                          ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """The same block with its last residual left undone: ``pending`` (branch, gate) of the block before is
-        added by this block's first fused norm, and this block's MLP output and gate are returned as the next
-        ``pending``. Self-attention blocks only; ``DiT.forward`` uses it with ``fused_norm``."""
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (m.to(x.dtype) for m in self.modulation(c))
+        """The block with its last residual left undone: ``pending`` (branch, gate) of the block before is
+        added by this block's first norm pass, and this block's MLP output and gate are returned as the next
+        ``pending``. Self-attention blocks only."""
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.signals(c, x.dtype)
         branch, gate = pending if pending is not None else (None, None)
         x, h = add_norm_modulate(x, branch, gate, shift_msa, scale_msa, self.norm1.eps)
         x, h = add_norm_modulate(x, self.attn(h), gate_msa, shift_mlp, scale_mlp, self.norm2.eps)
@@ -252,8 +251,6 @@ class DiTBlock(nn.Module):
 
 class FinalLayer(nn.Module):
     """Modulated LayerNorm then Linear(D, p²·C_out): tokens back to patch pixels."""
-
-    fused_norm: bool = True  # as DiTBlock's
 
     def __init__(self, dim: int, patch_size: int, out_channels: int, adaln: str = "single"):
         super().__init__()
@@ -272,6 +269,5 @@ class FinalLayer(nn.Module):
         else:
             shift, scale = (self.scale_shift_table[None] + c[:, None]).unbind(1)  # PixArt: table + c
         branch, gate = pending if pending is not None else (None, None)
-        _, h = add_norm_modulate(x, branch, gate, shift.to(x.dtype), scale.to(x.dtype), self.norm_final.eps,
-                                 self.fused_norm or pending is not None)
+        _, h = add_norm_modulate(x, branch, gate, shift.to(x.dtype), scale.to(x.dtype), self.norm_final.eps)
         return self.linear(h)
