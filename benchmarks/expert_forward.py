@@ -12,15 +12,14 @@ activations; no autocast), in eval mode under ``torch.inference_mode``. Rows (``
                                              cuBLASLt matmul with a GELU epilogue (``Mlp.fused_gelu``), and each
                                              residual add + LayerNorm + modulate as one Triton pass, the blocks
                                              chained so every residual is added inside one (``hddm_p2p.models.fused_norm``)
-                                             and attention as one Triton kernel reading the qkv projection
-                                             (``hddm_p2p.models.fused_attention``)
-    hddm compile -attn                       without the fused attention (SDPA: cuDNN's flash kernel on Hopper)
-    hddm compile -norm                       without the fused norm and attention (inductor fuses those steps)
-    hddm compile -gelu                       without any of the three (GELU as a separate pass)
-    hddm compile+cudnn / +flash              SDPA's cuDNN / FlashAttention-2 backend instead of the fused attention
-    hddm compile+graphs                      + CUDA graphs (``mode="reduce-overhead"``)
-    hddm compile+tuned                       inductor's coordinate-descent tuning of its Triton kernels
-    hddm compile+multikernel                 inductor's multi-kernel reductions: persistent and looped
+    hddm compile -norm                       without the fused norm (inductor fuses those steps itself)
+    hddm compile -gelu                       without either fusion (GELU as a separate pass)
+    hddm compile+cudnn                       + SDPA's cuDNN attention backend
+    hddm compile+flash                       + FlashAttention-2 instead
+    hddm compile+cudnn+graphs                + CUDA graphs (``mode="reduce-overhead"``)
+    hddm compile+tuned(+graphs)              inductor's coordinate-descent tuning of its Triton kernels
+                                             (the fused residual/LayerNorm/modulate passes) (+ CUDA graphs)
+    hddm compile+multikernel(+tuned)         inductor's multi-kernel reductions: persistent and looped
                                              versions of each reduction, the faster picked at run time
     hddm autotune / hddm autotune+graphs     ``max-autotune-no-cudagraphs`` / ``max-autotune``
 
@@ -43,29 +42,28 @@ from _common import attention_backend, kernel_breakdown, peak_tflops
 
 from hddm_p2p.models import build_dit, get_preset
 from hddm_p2p.models.flops import dit_flops
-from hddm_p2p.models import fused_attention
 from hddm_p2p.models import fused_norm as fused_norm_kernel
 from hddm_p2p.models.layers import Mlp
 
-# name → (compile mode: None eager | "default" | a torch.compile mode, fused GELU, fused norm, fused attention,
-# SDPA backend where attention goes through SDPA)
+# name → (compile mode: None eager | "default" | a torch.compile mode, fused GELU, fused norm, SDPA backend)
 VARIANTS = {
-    "diffusers eager": (None, False, False, False, "auto"),
-    "diffusers compile": ("default", False, False, False, "auto"),
-    "diffusers compile+cudnn": ("default", False, False, False, "cudnn"),
-    "hddm eager": (None, True, True, True, "auto"),
-    "hddm compile -gelu": ("default", False, False, False, "auto"),
-    "hddm compile -norm": ("default", True, False, False, "auto"),
-    "hddm compile -attn": ("default", True, True, False, "auto"),
-    "hddm compile": ("default", True, True, True, "auto"),
-    "hddm compile+cudnn": ("default", True, True, False, "cudnn"),
-    "hddm compile+flash": ("default", True, True, False, "flash"),
-    "hddm compile+graphs": ("reduce-overhead", True, True, True, "auto"),
-    "hddm compile+tuned": ("default", True, True, True, "auto"),
-    "hddm compile+multikernel": ("default", True, True, True, "auto"),
-    "hddm compile+multikernel -norm": ("default", True, False, False, "auto"),
-    "hddm autotune": ("max-autotune-no-cudagraphs", True, True, True, "auto"),
-    "hddm autotune+graphs": ("max-autotune", True, True, True, "auto"),
+    "diffusers eager": (None, False, False, "auto"),
+    "diffusers compile": ("default", False, False, "auto"),
+    "diffusers compile+cudnn": ("default", False, False, "cudnn"),
+    "hddm eager": (None, True, True, "auto"),
+    "hddm compile -gelu": ("default", False, False, "auto"),
+    "hddm compile -norm": ("default", True, False, "auto"),
+    "hddm compile": ("default", True, True, "auto"),
+    "hddm compile+cudnn": ("default", True, True, "cudnn"),
+    "hddm compile+flash": ("default", True, True, "flash"),
+    "hddm compile+cudnn+graphs": ("reduce-overhead", True, True, "cudnn"),
+    "hddm compile+tuned": ("default", True, True, "auto"),
+    "hddm compile+tuned+graphs": ("reduce-overhead", True, True, "auto"),
+    "hddm compile+multikernel": ("default", True, True, "auto"),
+    "hddm compile+multikernel -norm": ("default", True, False, "auto"),
+    "hddm compile+multikernel+tuned": ("default", True, True, "auto"),
+    "hddm autotune": ("max-autotune-no-cudagraphs", True, True, "auto"),
+    "hddm autotune+graphs": ("max-autotune", True, True, "auto"),
 }
 
 
@@ -122,10 +120,9 @@ def time_forward(fn, inputs, warmup: int, iters: int, device: torch.device) -> t
 
 
 def run_variant(arch: str, variant: str, batch: int, args, device: torch.device) -> dict:
-    _, fused_gelu, fused_norm, fused_attn, backend = VARIANTS[variant]
+    _, fused_gelu, fused_norm, backend = VARIANTS[variant]
     Mlp.fused_gelu = fused_gelu
     fused_norm_kernel.enabled = fused_norm
-    fused_attention.enabled = fused_attn
     patch = {"coordinate_descent_tuning": True} if "tuned" in variant else {}
     if "multikernel" in variant:
         patch["triton.multi_kernel"] = 1

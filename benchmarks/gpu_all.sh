@@ -16,7 +16,7 @@ LANE0=${LANE0:-"tests train_b2 train_xl2"}                                  # GP
 LANE1=${LANE1:-"forward routed_b2 routed_xl2 cold_start publish_fetch"}     # GPU 1
 SECTIONS=${SECTIONS:-"$LANE0 $LANE1"}
 LADDER=${LADDER:-"fp32 eager,bf16 eager,+fused adamw,+compile blocks,+bf16 residual,+cudnn attention,+compile model"}
-FWD=${FWD:-"diffusers compile,hddm compile -norm,hddm compile -attn,hddm compile"}
+FWD=${FWD:-"diffusers eager,diffusers compile,diffusers compile+cudnn,hddm eager,hddm compile -gelu,hddm compile,hddm compile+cudnn,hddm compile+cudnn+graphs"}
 nvidia-smi --query-gpu=index,name,driver_version,clocks.sm,clocks.max.sm,power.draw,memory.total --format=csv | tee "$LOGS/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$LOGS/gpu.txt"
 python3 -c "import diffusers; print('diffusers', diffusers.__version__)" 2>&1 | tail -1 | tee -a "$LOGS/gpu.txt"

@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hddm_p2p.models.fused_attention import self_attention
 from hddm_p2p.models.fused_norm import add_norm_modulate
 
 Tensor = torch.Tensor
@@ -156,8 +155,7 @@ def _fit_tokens(tokens: Tensor, mask: Tensor, length: int) -> tuple[Tensor, Tens
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention: ``fused_attention.self_attention`` reads q, k, v straight from the qkv
-    projection (one Triton kernel when sampling on CUDA, ``F.scaled_dot_product_attention`` otherwise)."""
+    """Multi-head self-attention through ``F.scaled_dot_product_attention`` (flash/mem-efficient on GPU)."""
 
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
@@ -166,7 +164,10 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(self_attention(self.qkv(x), self.num_heads))
+        B, T, D = x.shape
+        qkv = self.qkv(x).reshape(B, T, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, H, T, D/H)
+        return self.proj(out.transpose(1, 2).reshape(B, T, D))
 
 
 class CrossAttention(nn.Module):
