@@ -22,6 +22,8 @@ activations; no autocast), in eval mode under ``torch.inference_mode``. Rows (``
     hddm compile+multikernel(+tuned)         inductor's multi-kernel reductions: persistent and looped
                                              versions of each reduction, the faster picked at run time
     hddm autotune / hddm autotune+graphs     ``max-autotune-no-cudagraphs`` / ``max-autotune``
+    hddm autotune+tma (-gelu)                + inductor's persistent TMA GEMM templates (Hopper); ``-gelu``
+                                             leaves GELU to inductor, which may fuse it into a template's epilogue
 
 Time: median over ``--iters`` calls measured with CUDA events after ``--warmup`` calls (wall clock on
 CPU). MFU = analytic forward FLOPs (``hddm_p2p.models.flops``, 2 per multiply-add; each model's own
@@ -63,6 +65,8 @@ VARIANTS = {
     "hddm compile+multikernel -norm": ("default", True, False, "auto"),
     "hddm compile+multikernel+tuned": ("default", True, True, "auto"),
     "hddm autotune": ("max-autotune-no-cudagraphs", True, True, "auto"),
+    "hddm autotune+tma": ("max-autotune-no-cudagraphs", True, True, "auto"),
+    "hddm autotune+tma -gelu": ("max-autotune-no-cudagraphs", False, True, "auto"),
     "hddm autotune+graphs": ("max-autotune", True, True, "auto"),
 }
 
@@ -126,6 +130,8 @@ def run_variant(arch: str, variant: str, batch: int, args, device: torch.device)
     patch = {"coordinate_descent_tuning": True} if "tuned" in variant else {}
     if "multikernel" in variant:
         patch["triton.multi_kernel"] = 1
+    if "+tma" in variant and hasattr(torch._inductor.config.triton, "enable_persistent_tma_matmul"):
+        patch["triton.enable_persistent_tma_matmul"] = True
     tuning = torch._inductor.config.patch(patch) if patch else nullcontext()
     with tuning, attention_backend(backend if device.type == "cuda" else "auto"):
         return _run_variant(arch, variant, batch, args, device)
