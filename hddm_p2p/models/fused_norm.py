@@ -37,13 +37,17 @@ except ImportError:  # CPU-only installs: the plain path only
     triton = None
 
 
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """x·(1 + scale) + shift, with (B, D) signals broadcast over the T tokens of x (B, T, D)."""
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
 def reference(x: Tensor, y: Tensor | None, gate: Tensor | None, shift: Tensor, scale: Tensor,
               eps: float) -> tuple[Tensor, Tensor]:
     """(x', h) in plain PyTorch; x' is x itself when there is no residual to add."""
     if y is not None:
         x = x + gate.unsqueeze(1) * y
-    h = F.layer_norm(x, x.shape[-1:], eps=eps)
-    return x, h * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+    return x, modulate(F.layer_norm(x, x.shape[-1:], eps=eps), shift, scale)
 
 
 enabled: bool = True  # False: always the plain PyTorch path (benchmarks and tests compare the two)

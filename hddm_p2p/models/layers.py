@@ -18,14 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hddm_p2p.models.fused_norm import add_norm_modulate
+from hddm_p2p.models.fused_norm import add_norm_modulate, modulate  # noqa: F401 (modulate: re-exported)
 
 Tensor = torch.Tensor
-
-
-def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    """x·(1 + scale) + shift, with (B, D) signals broadcast over the T tokens of x (B, T, D)."""
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
 
 
 def sincos_pos_embed(dim: int, grid: int) -> Tensor:

@@ -12,8 +12,7 @@ from PIL import Image
 
 from hddm_p2p.errors import DataError
 from hddm_p2p.experiments.shards import load_shard_sets, load_shards
-from hddm_p2p.train.data import raw_samples
-from hddm_p2p.train.data import Filter, load_in_memory
+from hddm_p2p.train.data import Filter, load_in_memory, raw_samples
 
 
 def _jpeg(seed: int, size: int = 40) -> bytes:
