@@ -25,7 +25,9 @@ run_section() {  # run_section NAME: one section, under its time limit, logged
   local name=$1 limit; limit=$(eval echo "\${T_$name:-420}")
   echo "=== $name start $(date -u +%T) (limit ${limit}s, GPU ${CUDA_VISIBLE_DEVICES:-all})"
   case $name in
-    tests) cmd=(python3 -m pytest -q -p no:cacheprovider tests/models/test_fast_paths.py) ;;
+    tests) cmd=(python3 -m pytest -q -p no:cacheprovider tests/models/test_fast_paths.py tests/models/test_cublaslt.py) ;;
+    gemm) cmd=(python3 benchmarks/gemm_epilogues.py --arch DiT-XL/2 --batch 128 --arch DiT-B/2 --batch 256
+               --json "$LOGS/gemm.jsonl") ;;
     train_b2) cmd=(python3 benchmarks/train_throughput.py --arch DiT-B/2 --batch 256 --baseline-batch 64 --steps 10
                    --warmup 3 --variants "$LADDER" --profile --json "$LOGS/train.jsonl") ;;
     train_xl2) cmd=(python3 benchmarks/train_throughput.py --arch DiT-XL/2 --batch 128 --baseline-batch 32 --steps 6

@@ -15,7 +15,8 @@ TF32 off → TF32 matmuls → bf16 autocast with a for-each (unfused) AdamW → 
 ``torch.compile`` of each DiT block (regional compilation: one compiled block reused by all N, so the
 compile takes seconds, not minutes) → the residual stream in bf16 (``DiT.residual_dtype``: every
 element-wise pass between the matmuls moves half the bytes) → the whole model compiled (fusions across
-block boundaries) → inductor's coordinate-descent tuning of its Triton kernels; ``+multi-kernel``: each
+block boundaries) → inductor's coordinate-descent tuning of its Triton kernels → the MLP's GELU and GELU'
+inside cuBLASLt matmul epilogues (``+gelu epilogues``, ``hddm_p2p.models.fused_mlp``); ``+multi-kernel``: each
 reduction (LayerNorm...) generated persistent and looped, the faster picked at run time. Attention goes through
 SDPA's default backend (cuDNN on Hopper with torch 2.11) unless a row names one (``+cudnn attention``,
 ``+flash attention``: FlashAttention-2). ``+autotune blocks``/``+autotune model`` try ``max-autotune-no-cudagraphs``
@@ -37,6 +38,7 @@ from _common import attention_backend, kernel_breakdown, peak_tflops
 
 from hddm_p2p.models import build_dit, get_preset
 from hddm_p2p.models.flops import dit_flops
+from hddm_p2p.models.layers import Mlp
 from hddm_p2p.train.loop import EMA
 from hddm_p2p.train.objectives import ObjectiveConfig, diffusion_loss
 
@@ -53,6 +55,7 @@ class Variant:
     residual: str = "fp32"         # residual stream under bf16 autocast: "fp32" (DiT's) | "bf16"
     attention: str = "auto"        # SDPA backend: "auto" | "cudnn" | "flash"
     inductor: tuple = ()           # inductor config overrides, (("coordinate_descent_tuning", True),)
+    gelu_epilogues: bool = False   # the MLP's GELU inside cuBLASLt epilogues (``hddm_p2p.models.fused_mlp``)
 
     @property
     def label(self) -> str:
@@ -71,6 +74,8 @@ LADDER: dict[str, Variant] = {v.name: v for v in [
     Variant("+flash attention", "bf16", compile="model", residual="bf16", attention="flash"),
     Variant("+coordinate descent", "bf16", compile="model", residual="bf16",
             inductor=(("coordinate_descent_tuning", True),)),
+    Variant("+gelu epilogues", "bf16", compile="model", residual="bf16",
+            inductor=(("coordinate_descent_tuning", True),), gelu_epilogues=True),
     Variant("+multi-kernel", "bf16", compile="model", residual="bf16", inductor=(("triton.multi_kernel", 1),)),
     Variant("+autotune blocks", "bf16", compile="blocks", mode="max-autotune-no-cudagraphs"),
     Variant("+autotune model", "bf16", compile="model", mode="max-autotune-no-cudagraphs"),
@@ -101,6 +106,7 @@ def time_training(arch: str, batch: int, steps: int, warmup: int, device: torch.
 def _time_training(arch: str, batch: int, steps: int, warmup: int, device: torch.device, v: Variant,
                    profile: bool) -> dict:
     torch.backends.cuda.matmul.allow_tf32 = v.dtype != "fp32"
+    Mlp.fused_gelu_training = v.gelu_epilogues
     torch.backends.cudnn.allow_tf32 = v.dtype != "fp32"
     torch.manual_seed(0)
     cfg = get_preset(arch, input_size=32, in_channels=4)

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hddm_p2p.models import fused_mlp
+from hddm_p2p.models.fused_mlp import linear
 from hddm_p2p.models.fused_norm import add_norm_modulate, modulate  # noqa: F401 (modulate: re-exported)
 
 Tensor = torch.Tensor
@@ -86,24 +88,16 @@ class LabelEmbedder(nn.Module):
         return self.embedding_table(labels)
 
 
-def _lt_gelu_ok(x: Tensor, fc: nn.Linear) -> bool:
-    """Whether fc1 + GELU can run as one cuBLASLt matmul with the GELU(tanh) in its epilogue: CUDA, no
-    autograd to feed (the epilogue keeps no pre-activation for a backward), no autocast (which would not
-    cast this op's operands), input dtype = weight dtype."""
-    return (x.is_cuda and fc.bias is not None and x.dtype == fc.weight.dtype
-            and not torch.is_autocast_enabled(x.device.type)
-            and not (torch.is_grad_enabled() and (x.requires_grad or fc.weight.requires_grad)))
-
-
 class Mlp(nn.Module):
     """fc1 → GELU(tanh) → fc2, as timm's Mlp in DiT.
 
-    Sampling on CUDA (no autograd) fuses fc1's bias and GELU into the matmul (``torch._addmm_activation``,
-    cuBLASLt's GELU_BIAS epilogue: the same tanh GELU), so the 4·D-wide activation is written once instead
-    of written, read and written again; ``fused_gelu = False`` turns that off.
+    On CUDA the GELU runs inside fc1's cuBLASLt matmul (``fused_mlp``): sampling writes the 4·D-wide
+    activation once; training also keeps the pre-activation from that matmul and applies GELU' inside the
+    backward's matmul. ``fused_gelu`` / ``fused_gelu_training`` turn either off.
     """
 
     fused_gelu: bool = True
+    fused_gelu_training: bool = True
 
     def __init__(self, dim: int, hidden: int, out: int | None = None):
         super().__init__()
@@ -112,9 +106,11 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, out or dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.fused_gelu and _lt_gelu_ok(x, self.fc1):
-            h = torch._addmm_activation(self.fc1.bias, x.reshape(-1, x.shape[-1]), self.fc1.weight.t(), use_gelu=True)
-            return self.fc2(h.view(*x.shape[:-1], h.shape[-1]))
+        kind = fused_mlp.path(self.fc1, self.fc2, x, self.fused_gelu, self.fused_gelu_training)
+        if kind == "sampling":
+            return fused_mlp.sampling(self.fc1, self.fc2, x)
+        if kind == "training":
+            return fused_mlp.training(self.fc1, self.fc2, x)
         return self.fc2(self.act(self.fc1(x)))
 
 
@@ -160,9 +156,9 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         B, T, D = x.shape
-        qkv = self.qkv(x).reshape(B, T, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
+        qkv = linear(self.qkv, x).reshape(B, T, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, H, T, D/H)
-        return self.proj(out.transpose(1, 2).reshape(B, T, D))
+        return linear(self.proj, out.transpose(1, 2).reshape(B, T, D))
 
 
 class CrossAttention(nn.Module):

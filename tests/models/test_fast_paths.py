@@ -95,20 +95,27 @@ def test_fused_gelu_matches_the_plain_mlp_in_bf16():
 
 
 @cuda
-def test_fused_gelu_only_without_autograd(monkeypatch):
+def test_fused_gelu_paths_by_autograd_and_dtype(monkeypatch):
+    from hddm_p2p.models import fused_mlp
+
     calls = []
-    real = torch._addmm_activation
-    monkeypatch.setattr(torch, "_addmm_activation", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for name in ("sampling", "training"):
+        real = getattr(fused_mlp, name)
+        monkeypatch.setattr(fused_mlp, name, lambda *a, _n=name, _r=real: calls.append(_n) or _r(*a))
     mlp = Mlp(64, 256).cuda()
     x = torch.randn(2, 8, 64, device="cuda")
-    mlp(x).sum().backward()  # training: no fused path (the epilogue keeps no pre-activation for backward)
+    mlp(x).sum().backward()  # fp32 training without autocast: plain path
     assert calls == [] and mlp.fc1.weight.grad is not None
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        mlp(x).sum().backward()  # bf16 training: the GELU_AUX / DGELU epilogues
+    assert calls == ["training"]
     with torch.no_grad():
-        mlp(x)
-    assert calls == [1]
+        mlp(x)  # fp32 sampling: plain
+        mlp.to(torch.bfloat16)(x.bfloat16())
+    assert calls == ["training", "sampling"]
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-        mlp(x)  # fp32 weights under autocast: dtypes differ, plain path
-    assert calls == [1]
+        mlp(x.bfloat16())  # sampling under autocast: plain
+    assert calls == ["training", "sampling"]
 
 
 @cuda

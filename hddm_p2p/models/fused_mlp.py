@@ -1,0 +1,72 @@
+"""fc1 → GELU(tanh) → fc2 with the GELU inside cuBLASLt's matmul epilogues, on CUDA.
+
+Sampling (no autograd): fc1 + bias + GELU is one matmul (``cublaslt.linear_gelu``), so the 4·D-wide
+activation is written once instead of written, read and written again.
+
+Training: the forward's fc1 writes GELU(pre) and pre from one matmul (GELU_AUX_BIAS); the backward's
+fc2 input-gradient matmul multiplies by GELU'(pre) and sums fc1's bias gradient in its epilogue
+(DGELU_BGRAD). Two element-wise passes over the (tokens, 4·D) activation per block and step — GELU and
+its derivative — disappear; both h and pre are kept for the backward (h for fc2's weight gradient).
+Operands are cast to the autocast dtype first, as autocast would cast them for ``nn.Linear``.
+
+``path`` picks: "sampling", "training" or None (the plain ``fc2(act(fc1(x)))``: CPU, no biases, the
+switches off, fp32 without autocast).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hddm_p2p.models import cublaslt
+
+Tensor = torch.Tensor
+
+
+def path(fc1: nn.Linear, fc2: nn.Linear, x: Tensor, sampling: bool, training: bool) -> str | None:
+    if not x.is_cuda or fc1.bias is None or fc2.bias is None:
+        return None
+    if not (torch.is_grad_enabled() and (x.requires_grad or fc1.weight.requires_grad)):
+        ok = x.dtype == fc1.weight.dtype and not torch.is_autocast_enabled(x.device.type)
+        return "sampling" if sampling and ok else None
+    half = torch.is_autocast_enabled("cuda") or x.dtype in (torch.bfloat16, torch.float16)
+    return "training" if training and half and cublaslt.available() else None
+
+
+def sampling(fc1: nn.Linear, fc2: nn.Linear, x: Tensor) -> Tensor:
+    h = cublaslt.linear_gelu(x.reshape(-1, x.shape[-1]), fc1.weight, fc1.bias)
+    return linear(fc2, h.view(*x.shape[:-1], h.shape[-1]))
+
+
+def linear(layer: nn.Linear, x: Tensor) -> Tensor:
+    """``layer(x)``; with ``cublaslt.all_linears``, sampling on CUDA takes cuBLASLt's measured algorithm."""
+    if (cublaslt.all_linears and layer.bias is not None and cublaslt.usable(x) and x.dtype == layer.weight.dtype
+            and not (torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad))):
+        out = cublaslt.linear_bias(x.reshape(-1, x.shape[-1]), layer.weight, layer.bias)
+        return out.view(*x.shape[:-1], out.shape[-1])
+    return layer(x)
+
+
+class _FusedMlp(torch.autograd.Function):
+    """(M, K) → (M, K') through fc1 (GELU_AUX_BIAS epilogue) and fc2; backward with DGELU_BGRAD."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
+        h, pre = cublaslt.linear_gelu_aux(x, w1, b1)
+        ctx.save_for_backward(x, w1, w2, h, pre)
+        return torch.addmm(b2, h, w2.t())
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, w1, w2, h, pre = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_pre, grad_b1 = cublaslt.matmul_dgelu_bgrad(grad, w2, pre)
+        return grad_pre @ w1, grad_pre.t() @ x, grad_b1, grad.t() @ h, grad.sum(0)
+
+
+def training(fc1: nn.Linear, fc2: nn.Linear, x: Tensor) -> Tensor:
+    dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
+    params = [p.to(dtype) for p in (fc1.weight, fc1.bias, fc2.weight, fc2.bias)]
+    with torch.autocast("cuda", enabled=False):
+        out = _FusedMlp.apply(x.reshape(-1, x.shape[-1]).to(dtype).contiguous(), *params)
+    return out.view(*x.shape[:-1], out.shape[-1])
