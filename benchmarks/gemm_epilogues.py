@@ -4,8 +4,8 @@ the heuristic's first algorithm, and with the fastest of its candidates), same G
     python benchmarks/gemm_epilogues.py --arch DiT-XL/2 --batch 128 --arch DiT-B/2 --batch 256
 
 Rows per (arch, batch): the four sampling GEMMs (qkv, proj, fc1 + bias + GELU, fc2) and the training MLP's
-two epilogue GEMMs — fc1 keeping the pre-activation (GELU_AUX_BIAS), and fc2's input gradient times
-GELU'(pre) with fc1's bias gradient (DGELU_BGRAD). The PyTorch column runs what a model without this
+epilogue GEMMs — fc1 keeping the pre-activation (GELU_AUX_BIAS), fc2's input gradient times GELU'(pre)
+(DGELU) with fc1's bias gradient summed after it, and the same with the sum in the epilogue (DGELU_BGRAD). The PyTorch column runs what a model without this
 module runs: ``F.linear``, ``torch._addmm_activation`` (cuBLASLt's GELU epilogue, first heuristic pick), or
 the matmul and ``gelu``/``gelu_backward`` as separate kernels. Time: median of ``--iters`` calls (CUDA events)
 after warm-up; TFLOP/s counts the matmul only (2 per multiply-add). On CPU it runs the ops' PyTorch fallbacks.
@@ -64,6 +64,9 @@ def cases(tokens: int, d: int, device, dtype):
         ("train fc1+gelu+aux", mm(4 * d, d),
          lambda: F.gelu(F.linear(x, w["fc1"], b["fc1"]), approximate="tanh"),
          lambda: cublaslt.linear_gelu_aux(x, w["fc1"], b["fc1"])),
+        ("train dgelu, sum", mm(4 * d, d),
+         lambda: (lambda gp: (gp, gp.sum(0)))(torch.ops.aten.gelu_backward(grad @ w["fc2"], pre, approximate="tanh")),
+         lambda: (lambda gp: (gp, gp.sum(0)))(cublaslt.matmul_dgelu(grad, w["fc2"], pre))),
         ("train dgelu+bgrad", mm(4 * d, d),
          lambda: (lambda gp: (gp, gp.sum(0)))(torch.ops.aten.gelu_backward(grad @ w["fc2"], pre, approximate="tanh")),
          lambda: cublaslt.matmul_dgelu_bgrad(grad, w["fc2"], pre)),

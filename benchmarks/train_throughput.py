@@ -15,8 +15,9 @@ TF32 off → TF32 matmuls → bf16 autocast with a for-each (unfused) AdamW → 
 ``torch.compile`` of each DiT block (regional compilation: one compiled block reused by all N, so the
 compile takes seconds, not minutes) → the residual stream in bf16 (``DiT.residual_dtype``: every
 element-wise pass between the matmuls moves half the bytes) → the whole model compiled (fusions across
-block boundaries) → inductor's coordinate-descent tuning of its Triton kernels → the MLP's GELU and GELU'
-inside cuBLASLt matmul epilogues (``+gelu epilogues``, ``hddm_p2p.models.fused_mlp``); ``+multi-kernel``: each
+block boundaries) → inductor's coordinate-descent tuning of its Triton kernels; ``+gelu epilogues``: the
+whole model compiled with the MLP's GELU and GELU' inside cuBLASLt matmul epilogues
+(``hddm_p2p.models.fused_mlp``; the other rows leave GELU to inductor); ``+multi-kernel``: each
 reduction (LayerNorm...) generated persistent and looped, the faster picked at run time. Attention goes through
 SDPA's default backend (cuDNN on Hopper with torch 2.11) unless a row names one (``+cudnn attention``,
 ``+flash attention``: FlashAttention-2). ``+autotune blocks``/``+autotune model`` try ``max-autotune-no-cudagraphs``
@@ -71,11 +72,10 @@ LADDER: dict[str, Variant] = {v.name: v for v in [
     Variant("+bf16 residual", "bf16", compile="blocks", residual="bf16"),
     Variant("+cudnn attention", "bf16", compile="blocks", residual="bf16", attention="cudnn"),
     Variant("+compile model", "bf16", compile="model", residual="bf16"),
+    Variant("+gelu epilogues", "bf16", compile="model", residual="bf16", gelu_epilogues=True),
     Variant("+flash attention", "bf16", compile="model", residual="bf16", attention="flash"),
     Variant("+coordinate descent", "bf16", compile="model", residual="bf16",
             inductor=(("coordinate_descent_tuning", True),)),
-    Variant("+gelu epilogues", "bf16", compile="model", residual="bf16",
-            inductor=(("coordinate_descent_tuning", True),), gelu_epilogues=True),
     Variant("+multi-kernel", "bf16", compile="model", residual="bf16", inductor=(("triton.multi_kernel", 1),)),
     Variant("+autotune blocks", "bf16", compile="blocks", mode="max-autotune-no-cudagraphs"),
     Variant("+autotune model", "bf16", compile="model", mode="max-autotune-no-cudagraphs"),

@@ -4,9 +4,9 @@ Sampling (no autograd): fc1 + bias + GELU is one matmul (``cublaslt.linear_gelu`
 activation is written once instead of written, read and written again.
 
 Training: the forward's fc1 writes GELU(pre) and pre from one matmul (GELU_AUX_BIAS); the backward's
-fc2 input-gradient matmul multiplies by GELU'(pre) and sums fc1's bias gradient in its epilogue
-(DGELU_BGRAD). Two element-wise passes over the (tokens, 4·D) activation per block and step — GELU and
+fc2 input-gradient matmul multiplies by GELU'(pre) in its epilogue (DGELU). Two element-wise passes over the (tokens, 4·D) activation per block and step — GELU and
 its derivative — disappear; both h and pre are kept for the backward (h for fc2's weight gradient).
+fc1's bias gradient is a plain sum (cuBLASLt's DGELU_BGRAD, which sums it in the epilogue, ran 2× slower).
 Operands are cast to the autocast dtype first, as autocast would cast them for ``nn.Linear``.
 
 ``path`` picks: "sampling", "training" or None (the plain ``fc2(act(fc1(x)))``: CPU, no biases, the
@@ -48,7 +48,7 @@ def linear(layer: nn.Linear, x: Tensor) -> Tensor:
 
 
 class _FusedMlp(torch.autograd.Function):
-    """(M, K) → (M, K') through fc1 (GELU_AUX_BIAS epilogue) and fc2; backward with DGELU_BGRAD."""
+    """(M, K) → (M, K') through fc1 (GELU_AUX_BIAS epilogue) and fc2; backward with DGELU."""
 
     @staticmethod
     def forward(ctx, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
@@ -60,8 +60,8 @@ class _FusedMlp(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         x, w1, w2, h, pre = ctx.saved_tensors
         grad = grad.contiguous()
-        grad_pre, grad_b1 = cublaslt.matmul_dgelu_bgrad(grad, w2, pre)
-        return grad_pre @ w1, grad_pre.t() @ x, grad_b1, grad.t() @ h, grad.sum(0)
+        grad_pre = cublaslt.matmul_dgelu(grad, w2, pre)
+        return grad_pre @ w1, grad_pre.t() @ x, grad_pre.sum(0), grad.t() @ h, grad.sum(0)
 
 
 def training(fc1: nn.Linear, fc2: nn.Linear, x: Tensor) -> Tensor:

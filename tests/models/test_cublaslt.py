@@ -47,6 +47,8 @@ def test_ops_fall_back_to_pytorch_off_cuda():
     h, pre = cublaslt.linear_gelu_aux(x, w, b)
     assert torch.allclose(pre, F.linear(x, w, b), atol=1e-6)
     assert torch.allclose(h, F.gelu(pre, approximate="tanh"), atol=1e-6)
+    assert torch.allclose(cublaslt.matmul_dgelu(torch.ones(16, 12), w, pre[:, :8]),
+                          torch.ops.aten.gelu_backward(torch.ones(16, 12) @ w, pre[:, :8], approximate="tanh"))
     assert fused_mlp.path(Mlp(8, 12).fc1, Mlp(8, 12).fc2, x, True, True) is None  # CPU: plain MLP
 
 
@@ -67,6 +69,7 @@ def test_epilogue_ops_match_pytorch_on_cuda(m, k, n):
     grad_pre, grad_b = cublaslt.matmul_dgelu_bgrad(g, w2, pre)
     ref = torch.ops.aten.gelu_backward(g.float() @ w2.float(), pre.float(), approximate="tanh")
     assert _rel(grad_pre, ref) < 1e-2 and _rel(grad_b, ref.sum(0)) < 2e-2
+    assert _rel(cublaslt.matmul_dgelu(g, w2, pre), ref) < 1e-2
     assert any(key[:3] == (m, n, k) for key in cublaslt.choices) or not cublaslt.autotune
 
 
