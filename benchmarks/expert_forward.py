@@ -12,10 +12,10 @@ activations; no autocast), in eval mode under ``torch.inference_mode``. Rows (``
                                              cuBLASLt matmul with a GELU epilogue (``Mlp.fused_gelu``), and each
                                              residual add + LayerNorm + modulate as one Triton pass, the blocks
                                              chained so every residual is added inside one (``hddm_p2p.models.fused_norm``)
-    hddm compile -lt                         fc1 + GELU through ``torch._addmm_activation`` (cuBLASLt's first
-                                             heuristic pick) instead of ``hddm_p2p.models.cublaslt`` (the fastest
-                                             of its candidates, measured on first call)
-    hddm compile+lt all                      qkv, proj and fc2 through ``cublaslt`` too (``cublaslt.all_linears``)
+    hddm compile+lt                          qkv, proj, fc1 + GELU and fc2 through ``hddm_p2p.models.cublaslt``
+                                             (the fastest of cuBLASLt's candidates, measured on first call)
+                                             instead of PyTorch's call (the heuristic's first pick)
+    hddm compile+graphs / diffusers compile+graphs   + CUDA graphs (``mode="reduce-overhead"``)
     hddm compile -norm                       without the fused norm (inductor fuses those steps itself)
     hddm compile -gelu                       without either fusion (GELU as a separate pass)
     hddm compile+cudnn                       + SDPA's cuDNN attention backend
@@ -61,8 +61,9 @@ VARIANTS = {
     "hddm compile -gelu": ("default", False, False, "auto"),
     "hddm compile -norm": ("default", True, False, "auto"),
     "hddm compile": ("default", True, True, "auto"),
-    "hddm compile -lt": ("default", True, True, "auto"),
-    "hddm compile+lt all": ("default", True, True, "auto"),
+    "hddm compile+lt": ("default", True, True, "auto"),
+    "hddm compile+graphs": ("reduce-overhead", True, True, "auto"),
+    "diffusers compile+graphs": ("reduce-overhead", False, False, "auto"),
     "hddm compile+cudnn": ("default", True, True, "cudnn"),
     "hddm compile+flash": ("default", True, True, "flash"),
     "hddm compile+cudnn+graphs": ("reduce-overhead", True, True, "cudnn"),
@@ -134,8 +135,7 @@ def run_variant(arch: str, variant: str, batch: int, args, device: torch.device)
     _, fused_gelu, fused_norm, backend = VARIANTS[variant]
     Mlp.fused_gelu = fused_gelu
     fused_norm_kernel.enabled = fused_norm
-    cublaslt.enabled = "-lt" not in variant.split()
-    cublaslt.all_linears = "lt all" in variant
+    cublaslt.sampling = "+lt" in variant
     patch = {"coordinate_descent_tuning": True} if "tuned" in variant else {}
     if "multikernel" in variant:
         patch["triton.multi_kernel"] = 1

@@ -31,7 +31,9 @@ Tensor = torch.Tensor
 
 enabled: bool = True  # False: callers take the plain PyTorch path (benchmarks and tests compare the two)
 autotune: bool = True  # False: the heuristic's first algorithm, as PyTorch would pick
-all_linears: bool = False  # sampling: also a DiT block's qkv, proj and fc2 (``layers.linear``) through here
+# sampling: a DiT block's qkv, proj, fc1 + GELU and fc2 through here (``fused_mlp``). Off by default: on an
+# H200 it measured within noise of PyTorch's own pick (docs/benchmarks.md, 2026-12-01 runs 8-9).
+sampling: bool = False
 choices: dict[tuple, dict] = {}  # plan key → {"candidates", "picked", "ms", "heuristic_ms"}
 
 # cuBLASLt / CUDA enums (cublasLt.h, cublas_api.h, library_types.h; stable across CUDA 12 and 13)

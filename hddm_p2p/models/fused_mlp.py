@@ -1,6 +1,7 @@
 """fc1 → GELU(tanh) → fc2 with the GELU inside cuBLASLt's matmul epilogues, on CUDA.
 
-Sampling (no autograd): fc1 + bias + GELU is one matmul (``cublaslt.linear_gelu``), so the 4·D-wide
+Sampling (no autograd): fc1 + bias + GELU is one matmul (cuBLASLt's GELU_BIAS epilogue, through
+``torch._addmm_activation``, or ``cublaslt.linear_gelu`` with ``cublaslt.sampling``), so the 4·D-wide
 activation is written once instead of written, read and written again.
 
 Training: the forward's fc1 writes GELU(pre) and pre from one matmul (GELU_AUX_BIAS); the backward's
@@ -34,13 +35,17 @@ def path(fc1: nn.Linear, fc2: nn.Linear, x: Tensor, sampling: bool, training: bo
 
 
 def sampling(fc1: nn.Linear, fc2: nn.Linear, x: Tensor) -> Tensor:
-    h = cublaslt.linear_gelu(x.reshape(-1, x.shape[-1]), fc1.weight, fc1.bias)
+    x2 = x.reshape(-1, x.shape[-1])
+    if cublaslt.sampling:
+        h = cublaslt.linear_gelu(x2, fc1.weight, fc1.bias)
+    else:  # PyTorch's own call of the same cuBLASLt epilogue, with the heuristic's first algorithm
+        h = torch._addmm_activation(fc1.bias, x2, fc1.weight.t(), use_gelu=True)
     return linear(fc2, h.view(*x.shape[:-1], h.shape[-1]))
 
 
 def linear(layer: nn.Linear, x: Tensor) -> Tensor:
-    """``layer(x)``; with ``cublaslt.all_linears``, sampling on CUDA takes cuBLASLt's measured algorithm."""
-    if (cublaslt.all_linears and layer.bias is not None and cublaslt.usable(x) and x.dtype == layer.weight.dtype
+    """``layer(x)``; with ``cublaslt.sampling``, sampling on CUDA takes cuBLASLt's measured algorithm."""
+    if (cublaslt.sampling and layer.bias is not None and cublaslt.usable(x) and x.dtype == layer.weight.dtype
             and not (torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad))):
         out = cublaslt.linear_bias(x.reshape(-1, x.shape[-1]), layer.weight, layer.bias)
         return out.view(*x.shape[:-1], out.shape[-1])

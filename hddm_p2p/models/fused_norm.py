@@ -79,28 +79,22 @@ if triton is not None:
                 if r * w <= 64]
 
     @triton.jit
-    def _load_tile(X, Y, GATE, SHIFT, SCALE, offsets, gate_offsets, shift_offsets, scale_offsets, mask,
-                   HAS_ADD: tl.constexpr):
-        """One column tile's operands. Every load of a program is issued before its first store (a store
-        may alias a later load, so the compiler would not move the load above it): one memory round trip
-        per program instead of one per tile and phase. Rows are read once (evict first); the (B, D)
-        signals are shared by the T rows of a sample (evict last)."""
-        x = tl.load(X + offsets, mask=mask, other=0.0, eviction_policy="evict_first")
-        y = x
-        gate = x
+    def _residual_tile(X, Y, GATE, X_OUT, offsets, gate_offsets, mask, HAS_ADD: tl.constexpr):
+        """One tile of x' = x + gate·y in fp32 (stored rounded to X_OUT's dtype, and used as stored)."""
+        x = tl.load(X + offsets, mask=mask, other=0.0).to(tl.float32)
         if HAS_ADD:
-            y = tl.load(Y + offsets, mask=mask, other=0.0, eviction_policy="evict_first")
-            gate = tl.load(GATE + gate_offsets, mask=mask, other=0.0, eviction_policy="evict_last")
-        shift = tl.load(SHIFT + shift_offsets, mask=mask, other=0.0, eviction_policy="evict_last")
-        scale = tl.load(SCALE + scale_offsets, mask=mask, other=0.0, eviction_policy="evict_last")
-        return x, y, gate, shift, scale
+            y = tl.load(Y + offsets, mask=mask, other=0.0).to(tl.float32)
+            gate = tl.load(GATE + gate_offsets, mask=mask, other=0.0).to(tl.float32)
+            x_out = (x + gate * y).to(X_OUT.dtype.element_ty)
+            tl.store(X_OUT + offsets, x_out, mask=mask)
+            x = x_out.to(tl.float32)
+        return x
 
     @triton.jit
-    def _residual(x, y, gate, dtype: tl.constexpr, HAS_ADD: tl.constexpr):
-        """x' = x + gate·y in fp32, rounded to the stream's dtype (and used as stored)."""
-        if HAS_ADD:
-            return (x.to(tl.float32) + gate.to(tl.float32) * y.to(tl.float32)).to(dtype)
-        return x
+    def _modulated_tile(H_OUT, SHIFT, SCALE, offsets, shift_offsets, scale_offsets, normed, mask):
+        shift = tl.load(SHIFT + shift_offsets, mask=mask, other=0.0).to(tl.float32)
+        scale = tl.load(SCALE + scale_offsets, mask=mask, other=0.0).to(tl.float32)
+        tl.store(H_OUT + offsets, (normed * (1.0 + scale) + shift).to(H_OUT.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _add_norm_modulate_kernel(X, Y, GATE, SHIFT, SCALE, X_OUT, H_OUT, n_rows, T, D,
@@ -110,41 +104,27 @@ if triton is not None:
         row_mask = (rows < n_rows)[:, None]
         batch = (rows // T)[:, None]  # the sample each token row belongs to: its modulation signals
         base = rows[:, None].to(tl.int64) * D
-        dtype = X_OUT.dtype.element_ty
         cols_a = tl.arange(0, BLOCK_A)[None, :]
         mask_a = row_mask & (cols_a < BLOCK_A)  # columns always in range: only whole rows are masked
-        x_a, y_a, gate_a, shift_a, scale_a = _load_tile(
-            X, Y, GATE, SHIFT, SCALE, base + cols_a, batch * stride_gate + cols_a, batch * stride_shift + cols_a,
-            batch * stride_scale + cols_a, mask_a, HAS_ADD)
+        x_a = _residual_tile(X, Y, GATE, X_OUT, base + cols_a, batch * stride_gate + cols_a, mask_a, HAS_ADD)
+        total = tl.sum(x_a, axis=1)
         if BLOCK_B > 0:
             cols_b = BLOCK_A + tl.arange(0, BLOCK_B)[None, :]
             mask_b = row_mask & (cols_b < D)
-            x_b, y_b, gate_b, shift_b, scale_b = _load_tile(
-                X, Y, GATE, SHIFT, SCALE, base + cols_b, batch * stride_gate + cols_b,
-                batch * stride_shift + cols_b, batch * stride_scale + cols_b, mask_b, HAS_ADD)
-        res_a = _residual(x_a, y_a, gate_a, dtype, HAS_ADD)
-        xa = res_a.to(tl.float32)
-        total = tl.sum(xa, axis=1)
-        if BLOCK_B > 0:
-            res_b = _residual(x_b, y_b, gate_b, dtype, HAS_ADD)
-            xb = res_b.to(tl.float32)
-            total += tl.sum(xb, axis=1)
+            x_b = _residual_tile(X, Y, GATE, X_OUT, base + cols_b, batch * stride_gate + cols_b, mask_b, HAS_ADD)
+            total += tl.sum(x_b, axis=1)
         mean = (total / D)[:, None]
-        centred_a = xa - mean
+        centred_a = x_a - mean
         squares = tl.sum(centred_a * centred_a, axis=1)
         if BLOCK_B > 0:
-            centred_b = tl.where(mask_b, xb - mean, 0.0)
+            centred_b = tl.where(mask_b, x_b - mean, 0.0)
             squares += tl.sum(centred_b * centred_b, axis=1)
         rstd = (1.0 / tl.sqrt(squares / D + eps))[:, None]
-        if HAS_ADD:
-            tl.store(X_OUT + base + cols_a, res_a, mask=mask_a)
-        h_a = centred_a * rstd * (1.0 + scale_a.to(tl.float32)) + shift_a.to(tl.float32)
-        tl.store(H_OUT + base + cols_a, h_a.to(dtype), mask=mask_a)
+        _modulated_tile(H_OUT, SHIFT, SCALE, base + cols_a, batch * stride_shift + cols_a,
+                        batch * stride_scale + cols_a, centred_a * rstd, mask_a)
         if BLOCK_B > 0:
-            if HAS_ADD:
-                tl.store(X_OUT + base + cols_b, res_b, mask=mask_b)
-            h_b = centred_b * rstd * (1.0 + scale_b.to(tl.float32)) + shift_b.to(tl.float32)
-            tl.store(H_OUT + base + cols_b, h_b.to(dtype), mask=mask_b)
+            _modulated_tile(H_OUT, SHIFT, SCALE, base + cols_b, batch * stride_shift + cols_b,
+                            batch * stride_scale + cols_b, centred_b * rstd, mask_b)
 
     _tuned_kernel = triton.autotune(configs=_CONFIGS, key=["D", "HAS_ADD"])(_add_norm_modulate_kernel)
 
