@@ -75,7 +75,7 @@ def add_norm_modulate(x: Tensor, y: Tensor | None, gate: Tensor | None, shift: T
 if triton is not None:
     # a few rows per program; each row is held in registers as two column tiles, the largest power of two
     # ≤ D and the rest (1152 = 1024 + 128, 768 = 512 + 256): no lanes masked off for widths like these
-    _CONFIGS = [triton.Config({"ROWS": r}, num_warps=w) for r in (1, 2, 4, 8) for w in (4, 8, 16)
+    _CONFIGS = [triton.Config({"ROWS": r}, num_warps=w) for r in (1, 2, 4, 8, 16) for w in (2, 4, 8, 16)
                 if r * w <= 64]
 
     @triton.jit

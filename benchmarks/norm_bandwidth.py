@@ -1,0 +1,82 @@
+"""Memory bandwidth of the fused residual-add + LayerNorm + modulate kernel (``hddm_p2p.models.fused_norm``)
+at a DiT's sampling shapes, beside PyTorch's ``torch.add`` (2 reads, 1 write) in the same process.
+
+    python benchmarks/norm_bandwidth.py --arch DiT-XL/2 --batch 128 --arch DiT-B/2 --batch 256
+
+Bytes counted: the kernel reads x and y and writes x' and h (4 tensors of B·T·D); ``torch.add`` reads
+two and writes one. The signals (B, D) are not counted. Time: median of ``--iters`` calls (CUDA events).
+On CPU it times the plain PyTorch path (``fused_norm.reference``) at toy size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from hddm_p2p.models import fused_norm, get_preset
+
+
+def _time(fn, iters: int, cuda: bool) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(iters):
+        if cuda:
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b) / 1e3)
+        else:
+            s = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - s)
+    return statistics.median(times)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", action="append")
+    ap.add_argument("--batch", action="append", type=int)
+    ap.add_argument("--input-size", type=int, default=32)
+    ap.add_argument("--iters", type=int, default=50)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    archs, batches = args.arch or ["DiT-XL/2"], args.batch or [128]
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    dtype = torch.bfloat16 if cuda else torch.float32
+    print(f"device: {torch.cuda.get_device_name(device) if cuda else 'cpu'}; torch {torch.__version__}")
+    print(f"{'arch':10} {'tokens':>7} {'width':>6} {'kernel ms':>10} {'TB/s':>6} {'add ms':>8} {'TB/s':>6} {'config':>20}")
+    for arch, batch in zip(archs, batches):
+        cfg = get_preset(arch, input_size=args.input_size, in_channels=4)
+        T, D = (args.input_size // cfg.patch_size) ** 2, cfg.hidden_size
+        g = torch.Generator(device).manual_seed(0)
+        x, y = (torch.randn(batch, T, D, device=device, generator=g).to(dtype) for _ in range(2))
+        signals = torch.randn(batch, 6, D, device=device, generator=g).to(dtype)
+        gate, shift, scale = signals[:, 2], signals[:, 0], signals[:, 1]
+        run = (lambda: fused_norm.add_norm_modulate(x, y, gate, shift, scale, 1e-6)) if cuda else \
+            (lambda: fused_norm.reference(x, y, gate, shift, scale, 1e-6))
+        with torch.inference_mode():
+            t_kernel = _time(run, args.iters, cuda)
+            t_add = _time(lambda: torch.add(x, y), args.iters, cuda)
+        tensor = x.numel() * x.element_size()
+        best = getattr(getattr(fused_norm, "_tuned_kernel", None), "best_config", None) if cuda else None
+        row = {"arch": arch, "batch": batch, "tokens": batch * T, "width": D, "kernel_s": t_kernel,
+               "kernel_tbs": 4 * tensor / t_kernel / 1e12, "add_s": t_add, "add_tbs": 3 * tensor / t_add / 1e12,
+               "config": str(best) if best else None}
+        print(f"{arch:10} {batch * T:7d} {D:6d} {t_kernel * 1e3:10.4f} {row['kernel_tbs']:6.2f} {t_add * 1e3:8.4f} "
+              f"{row['add_tbs']:6.2f} {str(best or '-')[:20]:>20}")
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
