@@ -72,7 +72,7 @@ def _find_library() -> ctypes.CDLL | None:
 
 
 class _Lib:
-    """ctypes prototypes of the eight cuBLASLt calls used here, each checked for CUBLAS_STATUS_SUCCESS."""
+    """ctypes prototypes of the cuBLASLt calls used here, each checked for CUBLAS_STATUS_SUCCESS."""
 
     def __init__(self, cdll: ctypes.CDLL):
         P, vp, i, sz = ctypes.POINTER, ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
@@ -85,6 +85,9 @@ class _Lib:
             "cublasLtMatmulPreferenceSetAttribute": [vp, i, vp, sz],
             "cublasLtMatmulAlgoGetHeuristic": [vp, vp, vp, vp, vp, vp, vp, i, P(_Heuristic), P(i)],
             "cublasLtMatmul": [vp, vp, vp, vp, vp, vp, vp, vp, vp, vp, vp, vp, P(_Algo), vp, sz, vp],
+            "cublasLtMatmulPreferenceDestroy": [vp],
+            "cublasLtMatmulDescDestroy": [vp],
+            "cublasLtMatrixLayoutDestroy": [vp],
         }
         for name, args in protos.items():
             fn = getattr(cdll, name)
@@ -107,7 +110,10 @@ _plans: dict[tuple, "_Plan"] = {}
 
 def _load() -> _Lib | None:
     cdll = _find_library() if torch.cuda.is_available() else None
-    return _Lib(cdll) if cdll is not None else None
+    try:
+        return _Lib(cdll) if cdll is not None else None
+    except AttributeError:  # a cuBLASLt without one of these symbols: PyTorch's path everywhere
+        return None
 
 
 _lib = _load()  # at import, so the checks below read a plain global (torch.compile traces them)
@@ -178,6 +184,7 @@ def _plan(key: tuple, m: int, n: int, k: int, w_is_nk: bool, epilogue: str, dtyp
     results, count = (_Heuristic * _CANDIDATES)(), ctypes.c_int()
     a, b, d = layouts
     lib.MatmulAlgoGetHeuristic(_handle(device), desc, a, b, d, d, pref, _CANDIDATES, results, ctypes.byref(count))
+    lib.MatmulPreferenceDestroy(pref)
     candidates = [results[i] for i in range(count.value) if results[i].state == 0]
     if not candidates:
         raise RuntimeError(f"cuBLASLt has no algorithm for {key}")
@@ -230,6 +237,10 @@ def _pick(key: tuple, plan: _Plan, device: int, w: Tensor, x: Tensor, out: Tenso
 def reset() -> None:
     """Forget every plan and measured choice (benchmarks compare the heuristic's pick with the tuned one)."""
     with _lock:
+        for plan in _plans.values():
+            _lib.MatmulDescDestroy(plan.desc)
+            for layout in plan.layouts:
+                _lib.MatrixLayoutDestroy(layout)
         _plans.clear()
         choices.clear()
 
@@ -239,7 +250,7 @@ def gemm(x: Tensor, w: Tensor, *, w_is_nk: bool = True, epilogue: str = "default
     """out (M, N) = epilogue(x (M, K) @ W.T) for W (N, K) (``w_is_nk``), or of x @ W for W (K, N).
 
     ``bias`` (N,) is read (bias epilogues) or written (``dgelu_bgrad``: the column sums of out);
-    ``aux`` (M, N) is written (``gelu_aux_bias``: the pre-activation) or read (``dgelu_bgrad``).
+    ``aux`` (M, N) is written (``gelu_aux_bias``: the pre-activation) or read (``dgelu``, ``dgelu_bgrad``).
     """
     m, k = x.shape
     n = w.shape[0] if w_is_nk else w.shape[1]

@@ -121,3 +121,37 @@ def test_compiled_dit_training_step_matches_with_the_fused_mlp():
     assert len(grads[True]) == len(grads[False])
     worst = max(_rel(a, b) for a, b in zip(grads[True], grads[False]) if b.norm() > 0)
     assert worst < 5e-2, worst
+
+
+def _shipped_cublaslt():
+    from pathlib import Path
+
+    found = sorted(Path(torch.__file__).parents[1].glob("nvidia/*/lib/libcublasLt.so*"))
+    return str(found[0]) if found else None
+
+
+def test_ctypes_prototypes_match_the_cublaslt_torch_ships():
+    """The host-side calls (descriptors, layouts, preferences) need no GPU: on a CPU machine with torch's
+    CUDA wheels the binding is checked against the real library, and a rejected call names itself."""
+    import ctypes
+
+    path = _shipped_cublaslt()
+    if path is None:
+        pytest.skip("this torch ships no libcublasLt")
+    lib = cublaslt._Lib(ctypes.CDLL(path))
+    for epilogue, code in cublaslt.EPILOGUES.items():
+        desc = ctypes.c_void_p()
+        lib.MatmulDescCreate(ctypes.byref(desc), cublaslt._COMPUTE_32F, cublaslt._R_32F)
+        cublaslt._set(lib.MatmulDescSetAttribute, desc, cublaslt._DESC_TRANSA, ctypes.c_int(cublaslt._OP_T))
+        cublaslt._set(lib.MatmulDescSetAttribute, desc, cublaslt._DESC_EPILOGUE, ctypes.c_uint32(code))
+        cublaslt._set(lib.MatmulDescSetAttribute, desc, cublaslt._DESC_AUX_LD, ctypes.c_int64(4608))
+        with pytest.raises(RuntimeError, match="cublasLtMatmulDescSetAttribute failed"):
+            cublaslt._set(lib.MatmulDescSetAttribute, desc, 9999, ctypes.c_int(1))
+        lib.MatmulDescDestroy(desc)
+    layout, pref = ctypes.c_void_p(), ctypes.c_void_p()
+    lib.MatrixLayoutCreate(ctypes.byref(layout), cublaslt._R_16BF, 1152, 4608, 1152)
+    lib.MatmulPreferenceCreate(ctypes.byref(pref))
+    cublaslt._set(lib.MatmulPreferenceSetAttribute, pref, cublaslt._PREF_MAX_WORKSPACE, ctypes.c_uint64(1 << 25))
+    lib.MatmulPreferenceDestroy(pref)
+    lib.MatrixLayoutDestroy(layout)
+    assert ctypes.sizeof(cublaslt._Heuristic) == 96  # cublasLtMatmulHeuristicResult_t
