@@ -209,17 +209,20 @@ def _launch(plan: _Plan, algo: _Heuristic, device: int, w: Tensor, x: Tensor, ou
                 _workspaces[device].data_ptr(), _WORKSPACE, stream)
 
 
-def _time(plan, algo, device, w, x, out, iters: int = 10) -> float:
+def _time(plan, algo, device, w, x, out, rounds: int = 5, calls: int = 4) -> float:
+    """Median ms per launch over ``rounds`` of ``calls`` back-to-back launches (one launch per timed
+    round would add the ``ctypes`` dispatch, the same for every candidate, to each)."""
     for _ in range(2):
         _launch(plan, algo, device, w, x, out)
     times = []
-    for _ in range(iters):
+    for _ in range(rounds):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        _launch(plan, algo, device, w, x, out)
+        for _ in range(calls):
+            _launch(plan, algo, device, w, x, out)
         end.record()
         end.synchronize()
-        times.append(start.elapsed_time(end))
+        times.append(start.elapsed_time(end) / calls)
     return statistics.median(times)
 
 
