@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections import defaultdict
 from contextlib import nullcontext
 
@@ -24,6 +26,30 @@ def peak_tflops(device: torch.device) -> float | None:
         return None
     name = torch.cuda.get_device_name(device)
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def median_time(fn, iters: int, device: torch.device, warmup: int = 2, inner: int = 1) -> float:
+    """Median seconds per call of ``fn`` over ``iters`` rounds of ``inner`` back-to-back calls, after
+    ``warmup`` calls: CUDA events on the GPU, wall clock elsewhere. ``inner`` > 1 keeps the Python dispatch
+    of one call out of the figure of a kernel shorter than it."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        if device.type == "cuda":
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            for _ in range(inner):
+                fn()
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b) / 1e3 / inner)
+        else:
+            s = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            times.append((time.perf_counter() - s) / inner)
+    return statistics.median(times)
 
 
 def attention_backend(name: str):

@@ -15,32 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
+from _common import median_time
+
 from hddm_p2p.models import cublaslt, get_preset
-
-
-def _time(fn, iters: int, device: torch.device) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(iters):
-        if device.type == "cuda":
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b))
-        else:
-            s = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - s) * 1e3)
-    return statistics.median(times)
 
 
 def cases(tokens: int, d: int, device, dtype):
@@ -95,13 +76,13 @@ def main(argv=None) -> None:
         cfg = get_preset(arch, input_size=args.input_size, in_channels=4)
         tokens = batch * (args.input_size // cfg.patch_size) ** 2
         for gemm, flops, ref, lt in cases(tokens, cfg.hidden_size, device, dtype):
-            t_ref = _time(ref, args.iters, device)
+            t_ref = 1e3 * median_time(ref, args.iters, device, warmup=3)
             cublaslt.reset()
             cublaslt.autotune = False
-            t_first = _time(lt, args.iters, device)
+            t_first = 1e3 * median_time(lt, args.iters, device, warmup=3)
             cublaslt.reset()
             cublaslt.autotune = True
-            t_tuned = _time(lt, args.iters, device)
+            t_tuned = 1e3 * median_time(lt, args.iters, device, warmup=3)
             picked = next(iter(cublaslt.choices.values()), {})
             label = f"{picked.get('picked', '-')}/{picked.get('candidates', '-')}"
             row = {"arch": arch, "batch": batch, "gemm": gemm, "tokens": tokens, "pytorch_ms": t_ref,

@@ -14,35 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 
+from _common import median_time
+
 from hddm_p2p.models import fused_norm, get_preset
-
-
-def _time(fn, iters: int, inner: int, cuda: bool) -> float:
-    """Median seconds per call over ``iters`` rounds of ``inner`` back-to-back calls (a single call would
-    measure the Python dispatch and launch latency, not the kernel)."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(iters):
-        if cuda:
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            for _ in range(inner):
-                fn()
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b) / 1e3 / inner)
-        else:
-            s = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            times.append((time.perf_counter() - s) / inner)
-    return statistics.median(times)
 
 
 def main(argv=None) -> None:
@@ -71,8 +48,8 @@ def main(argv=None) -> None:
         run = (lambda: fused_norm.add_norm_modulate(x, y, gate, shift, scale, 1e-6)) if cuda else \
             (lambda: fused_norm.reference(x, y, gate, shift, scale, 1e-6))
         with torch.inference_mode():
-            t_kernel = _time(run, args.iters, args.inner, cuda)
-            t_add = _time(lambda: torch.add(x, y), args.iters, args.inner, cuda)
+            t_kernel = median_time(run, args.iters, device, warmup=3, inner=args.inner)
+            t_add = median_time(lambda: torch.add(x, y), args.iters, device, warmup=3, inner=args.inner)
         tensor = x.numel() * x.element_size()
         best = getattr(getattr(fused_norm, "_tuned_kernel", None), "best_config", None) if cuda else None
         row = {"arch": arch, "batch": batch, "tokens": batch * T, "width": D, "kernel_s": t_kernel,

@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 
 import torch
-from _common import attention_backend
+from _common import attention_backend, median_time
 
 from hddm_p2p.diffusion import Ensemble, ExpertSpec
 from hddm_p2p.models import build_dit, get_preset
@@ -81,26 +80,6 @@ def build(args, device: torch.device, dtype: torch.dtype):
     torch.nn.init.normal_(router.head.linear.weight, std=1.0)
     router.head.adaLN_modulation[-1].weight.data.normal_(std=0.02)
     return experts, router.to(dtype).eval().requires_grad_(False)
-
-
-def median_time(fn, iters: int, device: torch.device, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        _sync(device)
-        if device.type == "cuda":
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b) / 1e3)
-        else:
-            s = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - s)
-    return statistics.median(times)
 
 
 def naive_velocity(ens: Ensemble, x, t, cond, cfg_scale):

@@ -131,10 +131,10 @@ def usable(x: Tensor) -> bool:
 
 
 def _runnable(*tensors: Tensor) -> bool:
+    """``usable`` for the first operand, and every operand of its dtype and device, contiguous, 16-byte aligned."""
     t0 = tensors[0]
-    return (enabled and _lib is not None and t0.is_cuda and t0.dtype in (torch.bfloat16, torch.float16)
-            and all(t.dtype == t0.dtype and t.device == t0.device and t.is_contiguous()
-                    and t.data_ptr() % 16 == 0 for t in tensors))
+    return usable(t0) and all(t.dtype == t0.dtype and t.device == t0.device and t.is_contiguous()
+                              and t.data_ptr() % 16 == 0 for t in tensors)
 
 
 def _handle(device: int) -> ctypes.c_void_p:
