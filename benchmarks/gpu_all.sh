@@ -12,9 +12,9 @@
 set -u
 OUT=${OUT:-/tmp/bench}; LOGS=${LOGS:-/tmp/bench-logs}; mkdir -p "$OUT" "$LOGS"
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$(pwd)
-LANE0=${LANE0:-"tests train_b2 train_xl2"}                                  # GPU 0
-LANE1=${LANE1:-"forward gemm norm routed_b2 routed_xl2 cold_start publish_fetch"}  # GPU 1
-SECTIONS=${SECTIONS:-"$LANE0 $LANE1"}
+LANE0=${LANE0-"tests train_b2 train_xl2"}                                  # GPU 0
+LANE1=${LANE1-"forward gemm norm routed_b2 routed_xl2 cold_start publish_fetch"}  # GPU 1
+SECTIONS=${SECTIONS:-"$LANE0 $LANE1"}  # LANE0="" / LANE1="": that lane runs nothing
 LADDER=${LADDER:-"fp32 eager,bf16 eager,+fused adamw,+compile blocks,+bf16 residual,+cudnn attention,+compile model"}
 FWD=${FWD:-"diffusers eager,diffusers compile,diffusers compile+cudnn,hddm eager,hddm compile -gelu,hddm compile,hddm compile+cudnn,hddm compile+cudnn+graphs"}
 nvidia-smi --query-gpu=index,name,driver_version,clocks.sm,clocks.max.sm,power.draw,memory.total --format=csv | tee "$LOGS/gpu.txt"

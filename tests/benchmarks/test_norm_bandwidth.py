@@ -17,4 +17,4 @@ def test_norm_bandwidth_prints_a_row_per_arch(tmp_path):
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["arch"] for r in rows] == ["tiny", "DiT-S/2"]
-    assert all(r["kernel_tbs"] > 0 and r["add_tbs"] > 0 and r["config"] is None for r in rows)
+    assert all(r["kernel_tbs"] > 0 and r["norm_tbs"] > 0 and r["add_tbs"] > 0 and r["config"] is None for r in rows)
