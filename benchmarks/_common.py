@@ -21,6 +21,20 @@ CATEGORIES = (("attention", ("flash", "fmha", "attention", "cudnn", "sdpa")),
               ("other element-wise", ("elementwise", "vectorized", "reduce", "layer_norm", "gelu", "copy", "cat")))
 
 
+def fresh_compiles() -> None:
+    """Make every ``torch.compile`` in this process compile from scratch. Inductor's on-disk caches key a
+    compiled graph on the graph dynamo traced, not on the settings read while lowering it: a row that
+    differs from the row before only in such a setting (SDPA's backend, for one) would silently get the
+    row before's kernels. (2026-11-30 run 2 and 2026-12-01 run 3's FlashAttention-2 rows ran cuDNN's
+    kernels that way; docs/benchmarks.md.)"""
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    inductor_config.fx_graph_cache = False
+    if hasattr(functorch_config, "enable_autograd_cache"):
+        functorch_config.enable_autograd_cache = False
+
+
 def peak_tflops(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None

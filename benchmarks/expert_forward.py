@@ -44,7 +44,7 @@ import time
 from contextlib import nullcontext
 
 import torch
-from _common import attention_backend, kernel_breakdown, peak_tflops
+from _common import attention_backend, fresh_compiles, kernel_breakdown, peak_tflops
 
 from hddm_p2p.models import build_dit, get_preset
 from hddm_p2p.models.flops import dit_flops
@@ -201,6 +201,7 @@ def main(argv=None) -> None:
     ap.add_argument("--json", help="append one JSON line per row to this file")
     ap.add_argument("--profile", action="store_true", help="print each GPU row's kernel time by category")
     args = ap.parse_args(argv)
+    fresh_compiles()  # each row's compile sees its own settings
     variants = args.variants.split(",")
     if bad := [v for v in variants if v not in VARIANTS]:
         raise SystemExit(f"error: unknown variant {bad[0]!r}; choose from: {', '.join(VARIANTS)}")

@@ -25,7 +25,8 @@ run_section() {  # run_section NAME: one section, under its time limit, logged
   local name=$1 limit; limit=$(eval echo "\${T_$name:-420}")
   echo "=== $name start $(date -u +%T) (limit ${limit}s, GPU ${CUDA_VISIBLE_DEVICES:-all})"
   case $name in
-    tests) cmd=(python3 -m pytest -q -p no:cacheprovider tests/models/test_fast_paths.py tests/models/test_cublaslt.py) ;;
+    tests) cmd=(python3 -m pytest -q -p no:cacheprovider tests/models/test_fast_paths.py tests/models/test_cublaslt.py
+                tests/models/test_fused_norm_train.py) ;;
     gemm) cmd=(python3 benchmarks/gemm_epilogues.py --arch DiT-XL/2 --batch 128 --arch DiT-B/2 --batch 256
                --json "$LOGS/gemm.jsonl") ;;
     norm) cmd=(python3 benchmarks/norm_bandwidth.py --arch DiT-XL/2 --batch 128 --arch DiT-B/2 --batch 256

@@ -17,7 +17,9 @@ compile takes seconds, not minutes) → the residual stream in bf16 (``DiT.resid
 element-wise pass between the matmuls moves half the bytes) → the whole model compiled (fusions across
 block boundaries) → inductor's coordinate-descent tuning of its Triton kernels; ``+gelu epilogues``: the
 whole model compiled with the MLP's GELU and GELU' inside cuBLASLt matmul epilogues
-(``hddm_p2p.models.fused_mlp``; the other rows leave GELU to inductor); ``+multi-kernel``: each
+(``hddm_p2p.models.fused_mlp``; the other rows leave GELU to inductor); ``+fused norm``: that, and each
+residual add + LayerNorm + modulate pass and its backward as one Triton kernel each
+(``hddm_p2p.models.fused_norm_train``; the other rows leave them to inductor); ``+multi-kernel``: each
 reduction (LayerNorm...) generated persistent and looped, the faster picked at run time. Attention goes through
 SDPA's default backend (cuDNN on Hopper with torch 2.11) unless a row names one (``+cudnn attention``,
 ``+flash attention``: FlashAttention-2). ``+autotune blocks``/``+autotune model`` try ``max-autotune-no-cudagraphs``
@@ -35,9 +37,9 @@ from dataclasses import dataclass
 from contextlib import nullcontext
 
 import torch
-from _common import attention_backend, kernel_breakdown, peak_tflops
+from _common import attention_backend, fresh_compiles, kernel_breakdown, peak_tflops
 
-from hddm_p2p.models import build_dit, get_preset
+from hddm_p2p.models import build_dit, fused_norm_train, get_preset
 from hddm_p2p.models.flops import dit_flops
 from hddm_p2p.models.layers import Mlp
 from hddm_p2p.train.loop import EMA
@@ -57,6 +59,7 @@ class Variant:
     attention: str = "auto"        # SDPA backend: "auto" | "cudnn" | "flash"
     inductor: tuple = ()           # inductor config overrides, (("coordinate_descent_tuning", True),)
     gelu_epilogues: bool = False   # the MLP's GELU inside cuBLASLt epilogues (``hddm_p2p.models.fused_mlp``)
+    fused_norm: bool = False       # the norm passes' Triton forward + backward (``hddm_p2p.models.fused_norm_train``)
 
     @property
     def label(self) -> str:
@@ -73,6 +76,7 @@ LADDER: dict[str, Variant] = {v.name: v for v in [
     Variant("+cudnn attention", "bf16", compile="blocks", residual="bf16", attention="cudnn"),
     Variant("+compile model", "bf16", compile="model", residual="bf16"),
     Variant("+gelu epilogues", "bf16", compile="model", residual="bf16", gelu_epilogues=True),
+    Variant("+fused norm", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True),
     Variant("+flash attention", "bf16", compile="model", residual="bf16", attention="flash"),
     Variant("+coordinate descent", "bf16", compile="model", residual="bf16",
             inductor=(("coordinate_descent_tuning", True),)),
@@ -107,6 +111,7 @@ def _time_training(arch: str, batch: int, steps: int, warmup: int, device: torch
                    profile: bool) -> dict:
     torch.backends.cuda.matmul.allow_tf32 = v.dtype != "fp32"
     Mlp.fused_gelu_training = v.gelu_epilogues
+    fused_norm_train.enabled = v.fused_norm and device.type == "cuda"
     torch.backends.cudnn.allow_tf32 = v.dtype != "fp32"
     torch.manual_seed(0)
     cfg = get_preset(arch, input_size=32, in_channels=4)
@@ -202,6 +207,7 @@ def main(argv=None) -> None:
     ap.add_argument("--json", help="append one JSON line per row to this file")
     ap.add_argument("--profile", action="store_true", help="print each GPU row's kernel time by category")
     args = ap.parse_args(argv)
+    fresh_compiles()  # each row's compile sees its own settings
     device = torch.device(args.device)
     peak = peak_tflops(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

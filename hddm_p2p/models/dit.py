@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from hddm_p2p.errors import SpecError
-from hddm_p2p.models import fused_norm
+from hddm_p2p.models import fused_norm, fused_norm_train
 from hddm_p2p.models.layers import (
     CaptionEmbedder,
     DiTBlock,
@@ -210,8 +210,10 @@ class DiT(nn.Module):
 
     def deferred_residuals(self, h: Tensor, t0: Tensor) -> bool:
         """Whether the blocks chain through ``DiTBlock.forward_deferred``: the fused norm kernel can run
-        (``fused_norm.usable``: enabled, CUDA, no autograd graph) and the blocks have no cross-attention."""
-        return self.caption_embedder is None and len(self.blocks) > 0 and fused_norm.usable(h, t0)
+        (``fused_norm.usable``: enabled, CUDA, no autograd graph; or ``fused_norm_train.usable`` while an
+        autograd graph is recorded) and the blocks have no cross-attention."""
+        kernel = fused_norm.usable(h, t0) or (torch.is_grad_enabled() and fused_norm_train.usable(h))
+        return self.caption_embedder is None and len(self.blocks) > 0 and kernel
 
     def forward(self, x: Tensor, t: Tensor, cond=None, drop: Tensor | None = None) -> Tensor:
         B = x.shape[0]
@@ -220,7 +222,7 @@ class DiT(nn.Module):
         if self.residual_dtype is not None:
             h = h.to(self.residual_dtype)
         t0 = self.t_block(c) if self.t_block is not None else c  # (B, 6D) single | (B, D) zero
-        if self.deferred_residuals(h, t0):  # sampling with the fused norm kernel: residuals added in its passes
+        if self.deferred_residuals(h, t0):  # the fused norm kernels: residuals added in their passes
             pending = None
             for block in self.blocks:
                 h, pending = block.forward_deferred(h, t0, pending)

@@ -18,9 +18,10 @@ and holds each row as two column tiles, the largest power of two ≤ D and the r
 no lanes idle on padding. (A variant with one program per (sample, row tile), loading the signals once per
 program, measured slower on an H200: 2026-12-01 run 3 in docs/benchmarks.md.)
 
-It is a sampling path: no backward (callers use it only where no autograd graph is recorded; see
-``usable``). Elsewhere — CPU, training, no Triton — ``reference`` computes the same in plain PyTorch, and
-inductor fuses that as before.
+The ops here have no backward: ``usable`` allows them only where no autograd graph is recorded.
+Training takes ``fused_norm_train`` (this kernel, also storing each row's mean and 1/std, and a backward
+kernel) when that is enabled. Elsewhere — CPU, no Triton — ``reference`` computes the same in plain
+PyTorch, and inductor fuses that as before.
 """
 
 from __future__ import annotations
@@ -97,9 +98,10 @@ if triton is not None:
         tl.store(H_OUT + offsets, (normed * (1.0 + scale) + shift).to(H_OUT.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _add_norm_modulate_kernel(X, Y, GATE, SHIFT, SCALE, X_OUT, H_OUT, n_rows, T, D,
+    def _add_norm_modulate_kernel(X, Y, GATE, SHIFT, SCALE, X_OUT, H_OUT, MEAN, RSTD, n_rows, T, D,
                                   stride_gate, stride_shift, stride_scale, eps, HAS_ADD: tl.constexpr,
-                                  BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr, ROWS: tl.constexpr):
+                                  BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr, ROWS: tl.constexpr,
+                                  SAVE_STATS: tl.constexpr = False):
         rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
         row_mask = (rows < n_rows)[:, None]
         batch = (rows // T)[:, None]  # the sample each token row belongs to: its modulation signals
@@ -113,26 +115,32 @@ if triton is not None:
             mask_b = row_mask & (cols_b < D)
             x_b = _residual_tile(X, Y, GATE, X_OUT, base + cols_b, batch * stride_gate + cols_b, mask_b, HAS_ADD)
             total += tl.sum(x_b, axis=1)
-        mean = (total / D)[:, None]
+        mean_rows = total / D
+        mean = mean_rows[:, None]
         centred_a = x_a - mean
         squares = tl.sum(centred_a * centred_a, axis=1)
         if BLOCK_B > 0:
             centred_b = tl.where(mask_b, x_b - mean, 0.0)
             squares += tl.sum(centred_b * centred_b, axis=1)
-        rstd = (1.0 / tl.sqrt(squares / D + eps))[:, None]
+        rstd_rows = 1.0 / tl.sqrt(squares / D + eps)
+        rstd = rstd_rows[:, None]
+        if SAVE_STATS:  # for the backward (``fused_norm_train``): fp32 mean and 1/std per row
+            tl.store(MEAN + rows, mean_rows, mask=rows < n_rows)
+            tl.store(RSTD + rows, rstd_rows, mask=rows < n_rows)
         _modulated_tile(H_OUT, SHIFT, SCALE, base + cols_a, batch * stride_shift + cols_a,
                         batch * stride_scale + cols_a, centred_a * rstd, mask_a)
         if BLOCK_B > 0:
             _modulated_tile(H_OUT, SHIFT, SCALE, base + cols_b, batch * stride_shift + cols_b,
                             batch * stride_scale + cols_b, centred_b * rstd, mask_b)
 
-    _tuned_kernel = triton.autotune(configs=_CONFIGS, key=["D", "HAS_ADD"])(_add_norm_modulate_kernel)
+    _tuned_kernel = triton.autotune(configs=_CONFIGS, key=["D", "HAS_ADD", "SAVE_STATS"])(_add_norm_modulate_kernel)
 
     def launch(x: Tensor, y: Tensor | None, gate: Tensor | None, shift: Tensor, scale: Tensor, eps: float,
-               kernel=None, **meta) -> tuple[Tensor, Tensor]:
-        """Run the kernel on (B, T, D) x (and y); signals (B, D) with unit stride along D. ``kernel``: the
-        launcher (the custom ops pass ``wrap_triton`` of the autotuned kernel; the tests pass the plain
-        kernel with ``ROWS`` in ``meta``, for Triton's interpreter on the CPU)."""
+               kernel=None, stats: bool = False, **meta) -> tuple[Tensor, ...]:
+        """Run the kernel on (B, T, D) x (and y); signals (B, D) with unit stride along D: (x', h), and with
+        ``stats`` also each row's fp32 mean and 1/std (B·T,). ``kernel``: the launcher (the custom ops pass
+        ``wrap_triton`` of the autotuned kernel; the tests pass the plain kernel with ``ROWS`` in ``meta``,
+        for Triton's interpreter on the CPU)."""
         B, T, D = x.shape
         x = x.contiguous()
         signals = [s if s.stride(-1) == 1 else s.contiguous() for s in (shift, scale)]
@@ -143,14 +151,17 @@ if triton is not None:
         x_out = torch.empty_like(x) if has_add else x
         h = torch.empty_like(x)
         n_rows = B * T
+        # allocated (and cheap) even when not written: no kernel argument is ever a null pointer
+        mean, rstd = (torch.empty(n_rows, dtype=torch.float32, device=x.device) for _ in range(2))
         block_a = 1 << (D.bit_length() - 1)  # the largest power of two ≤ D, then the rest rounded up
         block_b = triton.next_power_of_2(D - block_a) if D > block_a else 0
         grid = lambda meta: (triton.cdiv(n_rows, meta["ROWS"]),)  # noqa: E731
         k = kernel or _tuned_kernel
         k[grid](x, y if has_add else x, gate if has_add else signals[0], signals[0], signals[1], x_out, h,
-                n_rows, T, D, gate.stride(0) if has_add else 0, signals[0].stride(0), signals[1].stride(0),
-                eps, HAS_ADD=has_add, BLOCK_A=block_a, BLOCK_B=block_b, **meta)
-        return x_out, h
+                mean, rstd, n_rows, T, D, gate.stride(0) if has_add else 0, signals[0].stride(0),
+                signals[1].stride(0), eps, HAS_ADD=has_add, BLOCK_A=block_a, BLOCK_B=block_b,
+                SAVE_STATS=stats, **meta)
+        return (x_out, h, mean, rstd) if stats else (x_out, h)
 
     @torch.library.triton_op("hddm::add_norm_modulate", mutates_args=())
     def _add_norm_modulate_op(x: Tensor, y: Tensor, gate: Tensor, shift: Tensor, scale: Tensor,

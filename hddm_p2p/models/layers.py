@@ -20,7 +20,8 @@ from torch import nn
 
 from hddm_p2p.models import fused_mlp
 from hddm_p2p.models.fused_mlp import linear
-from hddm_p2p.models.fused_norm import add_norm_modulate, modulate  # noqa: F401 (modulate: re-exported)
+from hddm_p2p.models.fused_norm import modulate  # noqa: F401 (re-exported)
+from hddm_p2p.models.fused_norm_train import add_norm_modulate
 
 Tensor = torch.Tensor
 
@@ -186,8 +187,9 @@ class DiTBlock(nn.Module):
     ``adaln="zero"``: per-block ``adaLN_modulation`` on c (B, D). ``adaln="single"``: c is the global
     t0 (B, 6D) and the block adds its ``scale_shift_table`` (6, D).
 
-    Each "gated residual add + LayerNorm + modulate" goes through ``fused_norm.add_norm_modulate``: one
-    Triton pass over memory when sampling on CUDA, plain PyTorch otherwise. ``DiT`` then chains the blocks
+    Each "gated residual add + LayerNorm + modulate" goes through ``fused_norm_train.add_norm_modulate``: one
+    Triton pass over memory when sampling on CUDA (and, with ``fused_norm_train.enabled``, when training on
+    CUDA, with a Triton backward), plain PyTorch otherwise. ``DiT`` then chains the blocks
     through ``forward_deferred``, so each block's MLP residual is added by the next block's first pass.
     """
 

@@ -1,0 +1,201 @@
+"""The fused residual-add + LayerNorm + modulate pass (``fused_norm``) for training: a backward kernel.
+
+In a DiT block the pass is
+
+    x' = x + gate·y                  (the gated residual of the branch before; optional)
+    h  = LN(x')·(1 + scale) + shift  (LayerNorm without affine weights, then the block's modulation)
+
+and its backward, given dh and the gradient dx'₀ that reaches x' from the rest of the network, is
+
+    n = (x' − μ)·σ⁻¹,  dn = dh·(1 + scale)
+    dx' = dx'₀ + σ⁻¹·(dn − mean(dn) − n·mean(dn·n))   (row means over D)
+    dx = dx',  dy = gate·dx'
+    dshift = Σ_T dh,  dscale = Σ_T dh·n,  dgate = Σ_T dx'·y   (per sample, summed over its T tokens)
+
+The forward is ``fused_norm``'s kernel, which also stores μ and σ⁻¹ (fp32, one per row). The backward is
+one Triton kernel: each program takes a run of token rows of one sample, writes dx and dy row by row and
+keeps the three per-sample column sums in registers, written once per program and summed over programs
+afterwards. It reads dh, dx'₀, x' and y once and writes dx and dy once; inductor's own backward of the
+same graph reads them several times (the row statistics, then the per-sample sums).
+
+``enabled`` is off by default: the kernel is checked here against autograd (Triton's interpreter on the
+CPU, the GPU in the CUDA tests) but not yet measured on a GPU (``benchmarks/train_throughput.py``, row
+``+fused norm``). ``add_norm_modulate`` is what the model calls: the sampling kernel without autograd,
+this autograd function when ``enabled`` on CUDA, else plain PyTorch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hddm_p2p.models import fused_norm
+
+Tensor = torch.Tensor
+triton = fused_norm.triton
+
+enabled: bool = False  # True: training on CUDA takes the fused forward + backward kernels
+
+
+def usable(x: Tensor) -> bool:
+    """Whether training may take the fused kernels: ``enabled``, ``fused_norm.enabled``, CUDA, Triton."""
+    return enabled and fused_norm.enabled and triton is not None and x.is_cuda and x.dim() == 3
+
+
+def add_norm_modulate(x: Tensor, y: Tensor | None, gate: Tensor | None, shift: Tensor, scale: Tensor,
+                      eps: float) -> tuple[Tensor, Tensor]:
+    """(x + gate·y, LN(x + gate·y)·(1 + scale) + shift), as ``fused_norm.add_norm_modulate``, with the
+    training kernels where an autograd graph is recorded and ``usable``."""
+    tensors = (x, shift, scale) if y is None else (x, y, gate, shift, scale)
+    if fused_norm.usable(*tensors) or not (usable(x) and torch.is_grad_enabled()):
+        return fused_norm.add_norm_modulate(x, y, gate, shift, scale, eps)
+    if y is None:
+        return x, _NormModulate.apply(x, shift, scale, eps)
+    return _AddNormModulate.apply(x, y, gate, shift, scale, eps)
+
+
+class _AddNormModulate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, y, gate, shift, scale, eps):
+        x_out, h, mean, rstd = torch.ops.hddm.add_norm_modulate_stats(x, y, gate, shift, scale, eps)
+        ctx.save_for_backward(x_out, y, gate, scale, mean, rstd)
+        ctx.signal_dtypes = (gate.dtype, shift.dtype, scale.dtype)
+        return x_out, h
+
+    @staticmethod
+    def backward(ctx, grad_x_out, grad_h):
+        x_out, y, gate, scale, mean, rstd = ctx.saved_tensors
+        dx, dy, dshift, dscale, dgate = torch.ops.hddm.add_norm_modulate_backward(
+            grad_h, grad_x_out, x_out, y, gate, scale, mean, rstd)
+        g_dt, sh_dt, sc_dt = ctx.signal_dtypes
+        return dx, dy, dgate.to(g_dt), dshift.to(sh_dt), dscale.to(sc_dt), None
+
+
+class _NormModulate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, shift, scale, eps):
+        h, mean, rstd = torch.ops.hddm.norm_modulate_stats(x, shift, scale, eps)
+        ctx.save_for_backward(x, scale, mean, rstd)
+        ctx.signal_dtypes = (shift.dtype, scale.dtype)
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h):
+        x, scale, mean, rstd = ctx.saved_tensors
+        dx, dshift, dscale = torch.ops.hddm.norm_modulate_backward(grad_h, x, scale, mean, rstd)
+        sh_dt, sc_dt = ctx.signal_dtypes
+        return dx, dshift.to(sh_dt), dscale.to(sc_dt), None
+
+
+def chunks_per_sample(batch: int, tokens: int, rows: int, programs: int = 512) -> int:
+    """How many programs share one sample's T token rows: enough for ≈ ``programs`` programs in all (a few
+    waves on an H100/H200's 132 SMs), each with at least ``rows`` rows."""
+    return max(1, min(-(-programs // batch), -(-tokens // rows)))
+
+
+if triton is not None:
+    import triton.language as tl
+
+    _CONFIGS = [triton.Config({"ROWS": r}, num_warps=w) for r in (1, 2, 4, 8) for w in (4, 8, 16) if r * w <= 64]
+    _MIN_ROWS = 8  # every program gets at least this many rows, whichever ROWS the autotuner picks
+
+    @triton.jit
+    def _backward_kernel(DH, DXO, XO, Y, GATE, SCALE, MEAN, RSTD, DX, DY, PARTIAL, T, D, chunks,
+                         rows_per_chunk, stride_gate, stride_scale, HAS_ADD: tl.constexpr,
+                         BLOCK_D: tl.constexpr, ROWS: tl.constexpr):
+        pid = tl.program_id(0)
+        sample = pid // chunks
+        cols = tl.arange(0, BLOCK_D)
+        col_ok = cols < D
+        scale = tl.load(SCALE + sample * stride_scale + cols, mask=col_ok, other=0.0).to(tl.float32)
+        if HAS_ADD:
+            gate = tl.load(GATE + sample * stride_gate + cols, mask=col_ok, other=0.0).to(tl.float32)
+        sum_shift = tl.zeros([BLOCK_D], dtype=tl.float32)
+        sum_scale = tl.zeros([BLOCK_D], dtype=tl.float32)
+        sum_gate = tl.zeros([BLOCK_D], dtype=tl.float32)
+        start = (pid % chunks) * rows_per_chunk
+        end = tl.minimum(start + rows_per_chunk, T)
+        for first in range(start, end, ROWS):
+            t = first + tl.arange(0, ROWS)
+            row_ok = t < end
+            rows = sample * T + t
+            offsets = rows[:, None].to(tl.int64) * D + cols[None, :]
+            mask = row_ok[:, None] & col_ok[None, :]
+            dh = tl.load(DH + offsets, mask=mask, other=0.0).to(tl.float32)
+            mean = tl.load(MEAN + rows, mask=row_ok, other=0.0)
+            rstd = tl.load(RSTD + rows, mask=row_ok, other=0.0)
+            xo = tl.load(XO + offsets, mask=mask, other=0.0).to(tl.float32)
+            normed = tl.where(mask, (xo - mean[:, None]) * rstd[:, None], 0.0)
+            sum_shift += tl.sum(dh, axis=0)
+            sum_scale += tl.sum(dh * normed, axis=0)
+            dn = dh * (1.0 + scale[None, :])
+            mean_dn = tl.sum(dn, axis=1) / D
+            mean_dn_n = tl.sum(dn * normed, axis=1) / D
+            dx = rstd[:, None] * (dn - mean_dn[:, None] - normed * mean_dn_n[:, None])
+            if HAS_ADD:
+                dx += tl.load(DXO + offsets, mask=mask, other=0.0).to(tl.float32)
+                y = tl.load(Y + offsets, mask=mask, other=0.0).to(tl.float32)
+                tl.store(DY + offsets, (gate[None, :] * dx).to(DY.dtype.element_ty), mask=mask)
+                sum_gate += tl.sum(tl.where(mask, dx * y, 0.0), axis=0)
+            tl.store(DX + offsets, dx.to(DX.dtype.element_ty), mask=mask)
+        partial = PARTIAL + pid.to(tl.int64) * 3 * D  # (programs, 3, D): shift, scale, gate sums
+        tl.store(partial + cols, sum_shift, mask=col_ok)
+        tl.store(partial + D + cols, sum_scale, mask=col_ok)
+        if HAS_ADD:
+            tl.store(partial + 2 * D + cols, sum_gate, mask=col_ok)
+
+    _tuned_backward = triton.autotune(configs=_CONFIGS, key=["D", "HAS_ADD"])(_backward_kernel)
+
+    def launch_backward(grad_h: Tensor, grad_x_out: Tensor | None, x_out: Tensor, y: Tensor | None,
+                        gate: Tensor | None, scale: Tensor, mean: Tensor, rstd: Tensor, kernel=None,
+                        **meta) -> tuple[Tensor, ...]:
+        """(dx, dy, dshift, dscale, dgate) with y (and grad_x_out, gate), else (dx, dshift, dscale); the
+        per-sample sums in fp32. ``kernel``/``meta``: as ``fused_norm.launch``."""
+        B, T, D = x_out.shape
+        has_add = y is not None
+        grad_h, x_out = grad_h.contiguous(), x_out.contiguous()
+        scale = scale if scale.stride(-1) == 1 else scale.contiguous()
+        dx = torch.empty_like(x_out)
+        if has_add:
+            grad_x_out, y = grad_x_out.contiguous(), y.contiguous()
+            gate = gate if gate.stride(-1) == 1 else gate.contiguous()
+            dy = torch.empty_like(y)
+        chunks = chunks_per_sample(B, T, _MIN_ROWS)
+        rows_per_chunk = -(-T // chunks)
+        chunks = -(-T // rows_per_chunk)
+        partial = torch.empty(B * chunks, 3, D, dtype=torch.float32, device=x_out.device)
+        k = kernel or _tuned_backward
+        k[(B * chunks,)](grad_h, grad_x_out if has_add else grad_h, x_out, y if has_add else x_out,
+                         gate if has_add else scale, scale, mean, rstd, dx, dy if has_add else dx, partial,
+                         T, D, chunks, rows_per_chunk, gate.stride(0) if has_add else 0, scale.stride(0),
+                         HAS_ADD=has_add, BLOCK_D=triton.next_power_of_2(D), **meta)
+        partial = partial.view(B, chunks, 3, D)
+        dshift, dscale = partial[:, :, 0].sum(1), partial[:, :, 1].sum(1)  # separate tensors: an op's
+        if has_add:                                                        # outputs may not alias
+            return dx, dy, dshift, dscale, partial[:, :, 2].sum(1)
+        return dx, dshift, dscale
+
+    def _forward_kernel():
+        return torch.library.wrap_triton(fused_norm._tuned_kernel)
+
+    @torch.library.triton_op("hddm::add_norm_modulate_stats", mutates_args=())
+    def _add_norm_modulate_stats(x: Tensor, y: Tensor, gate: Tensor, shift: Tensor, scale: Tensor,
+                                 eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return fused_norm.launch(x, y, gate, shift, scale, eps, kernel=_forward_kernel(), stats=True)
+
+    @torch.library.triton_op("hddm::norm_modulate_stats", mutates_args=())
+    def _norm_modulate_stats(x: Tensor, shift: Tensor, scale: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+        _, h, mean, rstd = fused_norm.launch(x, None, None, shift, scale, eps, kernel=_forward_kernel(), stats=True)
+        return h, mean, rstd
+
+    @torch.library.triton_op("hddm::add_norm_modulate_backward", mutates_args=())
+    def _add_norm_modulate_backward(grad_h: Tensor, grad_x_out: Tensor, x_out: Tensor, y: Tensor, gate: Tensor,
+                                    scale: Tensor, mean: Tensor, rstd: Tensor
+                                    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        return launch_backward(grad_h, grad_x_out, x_out, y, gate, scale, mean, rstd,
+                               kernel=torch.library.wrap_triton(_tuned_backward))
+
+    @torch.library.triton_op("hddm::norm_modulate_backward", mutates_args=())
+    def _norm_modulate_backward(grad_h: Tensor, x: Tensor, scale: Tensor, mean: Tensor,
+                                rstd: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return launch_backward(grad_h, None, x, None, None, scale, mean, rstd,
+                               kernel=torch.library.wrap_triton(_tuned_backward))
