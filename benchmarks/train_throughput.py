@@ -19,7 +19,10 @@ block boundaries) → inductor's coordinate-descent tuning of its Triton kernels
 whole model compiled with the MLP's GELU and GELU' inside cuBLASLt matmul epilogues
 (``hddm_p2p.models.fused_mlp``; the other rows leave GELU to inductor); ``+fused norm``: that, and each
 residual add + LayerNorm + modulate pass and its backward as one Triton kernel each
-(``hddm_p2p.models.fused_norm_train``; the other rows leave them to inductor); ``+multi-kernel``: each
+(``hddm_p2p.models.fused_norm_train``; the other rows leave them to inductor); ``+data from host memory`` /
+``+data on the GPU``: the ``+gelu epilogues`` row fed by the training loop's own source (``MemorySource``) over
+50,000 precomputed fp16 latents, each batch copied from host memory, or gathered on the GPU where the source
+keeps them (every other row reuses one latent batch already on the GPU); ``+multi-kernel``: each
 reduction (LayerNorm...) generated persistent and looped, the faster picked at run time. Attention goes through
 SDPA's default backend (cuDNN on Hopper with torch 2.11) unless a row names one (``+cudnn attention``,
 ``+flash attention``: FlashAttention-2). ``+autotune blocks``/``+autotune model`` try ``max-autotune-no-cudagraphs``
@@ -40,6 +43,7 @@ import torch
 from _common import attention_backend, fresh_compiles, kernel_breakdown, peak_tflops
 
 from hddm_p2p.models import build_dit, fused_norm_train, get_preset
+from hddm_p2p.train.data import InMemoryData, MemorySource
 from hddm_p2p.models.flops import dit_flops
 from hddm_p2p.models.layers import Mlp
 from hddm_p2p.train.loop import EMA
@@ -60,6 +64,9 @@ class Variant:
     inductor: tuple = ()           # inductor config overrides, (("coordinate_descent_tuning", True),)
     gelu_epilogues: bool = False   # the MLP's GELU inside cuBLASLt epilogues (``hddm_p2p.models.fused_mlp``)
     fused_norm: bool = False       # the norm passes' Triton forward + backward (``hddm_p2p.models.fused_norm_train``)
+    data: str = "synthetic"        # "synthetic": one latent batch on the GPU | "host" / "resident": batches drawn
+                                   # by the training loop's ``MemorySource`` from 50,000 fp16 latents in host memory
+                                   # (copied every step) or kept on the GPU (``MemorySource.to``)
 
     @property
     def label(self) -> str:
@@ -77,6 +84,8 @@ LADDER: dict[str, Variant] = {v.name: v for v in [
     Variant("+compile model", "bf16", compile="model", residual="bf16"),
     Variant("+gelu epilogues", "bf16", compile="model", residual="bf16", gelu_epilogues=True),
     Variant("+fused norm", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True),
+    Variant("+data from host memory", "bf16", compile="model", residual="bf16", gelu_epilogues=True, data="host"),
+    Variant("+data on the GPU", "bf16", compile="model", residual="bf16", gelu_epilogues=True, data="resident"),
     Variant("+flash attention", "bf16", compile="model", residual="bf16", attention="flash"),
     Variant("+coordinate descent", "bf16", compile="model", residual="bf16",
             inductor=(("coordinate_descent_tuning", True),)),
@@ -123,11 +132,15 @@ def _time_training(arch: str, batch: int, steps: int, warmup: int, device: torch
     obj = ObjectiveConfig("fm", "flow-linear")
     gen = torch.Generator(device).manual_seed(0)
     x0 = torch.randn(batch, 4, 32, 32, device=device)
+    source = latent_source(batch, device) if v.data in ("host", "resident") else None
+    if source is not None and v.data == "resident" and not source.to(device):
+        raise RuntimeError("the latents stay in host memory: no GPU, or they do not fit on it")
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=v.dtype == "bf16")
 
     def step(i: int):
+        x = source.next().model_input(device) if source is not None else x0
         with amp:
-            loss = diffusion_loss(fwd, x0, None, obj, gen)
+            loss = diffusion_loss(fwd, x, None, obj, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -151,6 +164,16 @@ def _time_training(arch: str, batch: int, steps: int, warmup: int, device: torch
         print(f"--- {arch} {v.label}, batch {batch}\n" + kernel_breakdown(lambda: step(0)), flush=True)
     return {"arch": arch, "mode": v.label, "batch": batch, "s_per_step": dt / steps, "images_per_s": batch * steps / dt,
             "train_flops": dit_flops(cfg, training=True), "warmup_s": warm_s, "peak_gib": peak}
+
+
+def latent_source(batch: int, device: torch.device, n: int = 50_000) -> MemorySource:
+    """The training loop's in-memory source over ``n`` fp16 latents (4×32×32, CIFAR-10's size in SD's VAE
+    space), at most 8 batches of them on the CPU."""
+    n = n if device.type == "cuda" else min(n, 8 * batch)
+    g = torch.Generator().manual_seed(0)
+    data = InMemoryData(torch.randn(n, 4, 32, 32, generator=g).half(), torch.full((n,), -1), [""] * n,
+                        [str(i) for i in range(n)], "latent", "synthetic latents")
+    return MemorySource(data, batch, seed=0)
 
 
 def _sync(device: torch.device) -> None:

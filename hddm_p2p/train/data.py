@@ -228,7 +228,8 @@ def _load_latents(files, resolution, flt, progress, channels=3) -> InMemoryData:
 
 @dataclass
 class Batch:
-    """One training batch on the CPU: ``x`` uint8 pixels (B, C, R, R) or float16 latents, labels, captions."""
+    """One training batch: ``x`` uint8 pixels (B, C, R, R) or float16 latents, labels, captions; x and labels
+    on the CPU, or already on the GPU when the source keeps its samples there (``MemorySource.to``)."""
 
     x: Tensor
     labels: Tensor
@@ -241,16 +242,45 @@ class Batch:
 
 
 class MemorySource:
-    """Batches of ``InMemoryData`` in the (seed, epoch) order of ``EpochBatches``; the loop's data source."""
+    """Batches of ``InMemoryData`` in the (seed, epoch) order of ``EpochBatches``; the loop's data source.
+
+    ``to(device)`` keeps the samples on a GPU when they fit: each batch is then gathered there by indices
+    from the epoch's permutation, copied to the GPU once per epoch. A batch copied from pageable host memory
+    instead makes the host wait, every step, for the GPU to finish the step before (CUDA synchronises the
+    stream before such a copy), so the host could not queue the next step's kernels ahead of the GPU.
+    """
 
     def __init__(self, data: InMemoryData, batch_size: int, seed: int):
         self.data, self.order = data, EpochBatches(len(data), batch_size, seed)
+        self.device: torch.device | None = None  # where x and labels live when resident (``to``)
+        self._resident: tuple[Tensor, Tensor] | None = None
+        self._order_on_device: tuple[int, Tensor] | None = None  # (epoch, its permutation on the device)
+
+    def to(self, device, budget: float = 0.25) -> bool:
+        """Keep the samples on ``device`` if it is a GPU and they take at most ``budget`` of its free
+        memory; True when they are there now. The order of the batches does not change."""
+        device = torch.device(device)
+        if device.type != "cuda":
+            return False
+        free, _ = torch.cuda.mem_get_info(device)
+        if self.data.x.nbytes > budget * free:
+            return False
+        self._resident = (self.data.x.to(device), self.data.labels.to(device))
+        self.device, self._order_on_device = device, None
+        return True
 
     def next(self) -> Batch:
         idx = self.order.next()
         d = self.data
-        return Batch(d.x.index_select(0, idx), d.labels.index_select(0, idx), [d.captions[i] for i in idx.tolist()],
-                     d.space)
+        captions = [d.captions[i] for i in idx.tolist()]
+        if self._resident is None:
+            return Batch(d.x.index_select(0, idx), d.labels.index_select(0, idx), captions, d.space)
+        epoch, stop = self.order.epoch, self.order.offset
+        if self._order_on_device is None or self._order_on_device[0] != epoch:
+            self._order_on_device = (epoch, self.order.permutation().to(self.device))
+        dev_idx = self._order_on_device[1][stop - len(idx):stop]  # the same indices as idx, on the GPU
+        x, labels = self._resident
+        return Batch(x.index_select(0, dev_idx), labels.index_select(0, dev_idx), captions, d.space)
 
     @property
     def epoch(self) -> int:
@@ -277,7 +307,8 @@ class EpochBatches:
         self.epoch, self.offset = 0, 0
         self._perm: Tensor | None = None
 
-    def _permutation(self) -> Tensor:
+    def permutation(self) -> Tensor:
+        """This epoch's order of the sample indices (CPU); ``next`` hands it out ``batch_size`` at a time."""
         if self._perm is None:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             self._perm = torch.randperm(self.n, generator=g)
@@ -286,7 +317,7 @@ class EpochBatches:
     def next(self) -> Tensor:
         if self.offset + self.batch_size > self.n:
             self.epoch, self.offset, self._perm = self.epoch + 1, 0, None
-        idx = self._permutation()[self.offset:self.offset + self.batch_size]
+        idx = self.permutation()[self.offset:self.offset + self.batch_size]
         self.offset += self.batch_size
         return idx
 

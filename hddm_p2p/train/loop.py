@@ -139,6 +139,8 @@ class Trainer:
                  cond_fn: Callable[[Batch], object] = lambda batch: None, dist: Dist = Dist()):
         self.device = torch.device(cfg.device)
         self.model, self.source, self.obj, self.cfg, self.out = model.to(self.device), source, obj, cfg, Path(out)
+        if hasattr(source, "to"):  # in-memory data that fits on the GPU stays there: no per-step copy or sync
+            source.to(self.device)
         self.cond_fn = cond_fn
         self.ema = EMA(self.model, cfg.ema_decay)
         self.dist = dist  # under torchrun: DDP (or FSDP with cfg.fsdp), rank 0 writes (hddm_p2p.train.distributed)

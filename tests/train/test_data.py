@@ -75,6 +75,38 @@ def test_label_filter_and_memory_source(cifar_small):
     assert x.min() >= -1 and x.max() <= 1
 
 
+def _resident_batches(data, device, n, resident=None):
+    src = MemorySource(data, 24, seed=3)
+    if resident is not None:  # the GPU path's bookkeeping with the device tensors stood in for by CPU ones
+        src._resident, src.device = resident, torch.device("cpu")
+    elif not src.to(device):
+        pytest.fail("the samples did not move to the GPU")
+    return [src.next() for _ in range(n)], src
+
+
+def test_resident_batches_are_the_host_batches_across_epochs(cifar_small):
+    """Gathering on the device by the epoch's permutation gives the host path's batches, in order, through
+    epoch boundaries (the tail dropped), and the resume state is the same."""
+    n = 2 * (len(cifar_small) // 24) + 1  # into a third epoch
+    src_host = MemorySource(cifar_small, 24, seed=3)
+    host = [src_host.next() for _ in range(n)]
+    dev, src_dev = _resident_batches(cifar_small, None, n, resident=(cifar_small.x, cifar_small.labels))
+    assert src_dev.order.epoch == src_host.order.epoch == 2
+    for a, b in zip(host, dev):
+        assert torch.equal(a.x, b.x) and torch.equal(a.labels, b.labels) and a.captions == b.captions
+    assert src_dev.state_dict() == src_host.state_dict()
+    assert not MemorySource(cifar_small, 24, seed=3).to("cpu")  # a CPU device: nothing moves
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_resident_batches_on_the_gpu(cifar_small):
+    host = [b for b in (MemorySource(cifar_small, 24, seed=3).next() for _ in range(5))]
+    dev, src = _resident_batches(cifar_small, "cuda", 5)
+    assert src.device.type == "cuda" and all(b.x.is_cuda and b.labels.is_cuda for b in dev)
+    for a, b in zip(host, dev):
+        assert torch.equal(a.x, b.x.cpu()) and torch.equal(a.labels, b.labels.cpu())
+
+
 def _keys_of(stream, n):
     return [stream.next().captions for _ in range(n)]
 
