@@ -161,7 +161,7 @@ def _time_training(arch: str, batch: int, steps: int, warmup: int, device: torch
     dt = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     if profile and device.type == "cuda":
-        print(f"--- {arch} {v.label}, batch {batch}\n" + kernel_breakdown(lambda: step(0)), flush=True)
+        print(f"--- {arch} {v.label}, batch {batch}\n" + kernel_breakdown(lambda: step(0), top=30), flush=True)
     return {"arch": arch, "mode": v.label, "batch": batch, "s_per_step": dt / steps, "images_per_s": batch * steps / dt,
             "train_flops": dit_flops(cfg, training=True), "warmup_s": warm_s, "peak_gib": peak}
 
