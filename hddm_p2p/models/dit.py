@@ -212,7 +212,7 @@ class DiT(nn.Module):
         """Whether the blocks chain through ``DiTBlock.forward_deferred``: the fused norm kernel can run
         (``fused_norm.usable``: enabled, CUDA, no autograd graph; or ``fused_norm_train.usable`` while an
         autograd graph is recorded) and the blocks have no cross-attention."""
-        kernel = fused_norm.usable(h, t0) or (torch.is_grad_enabled() and fused_norm_train.usable(h))
+        kernel = fused_norm.usable(h, t0) or fused_norm_train.usable(h)
         return self.caption_embedder is None and len(self.blocks) > 0 and kernel
 
     def forward(self, x: Tensor, t: Tensor, cond=None, drop: Tensor | None = None) -> Tensor:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from hddm_p2p.models import cublaslt
+from hddm_p2p.models.fused_norm import records_grad
 
 Tensor = torch.Tensor
 
@@ -30,7 +31,7 @@ def path(fc1: nn.Linear, fc2: nn.Linear, x: Tensor, sampling: bool, training: bo
     """Which MLP computation x takes; ``sampling``/``training`` are the caller's switches for either."""
     if not x.is_cuda or fc1.bias is None or fc2.bias is None:
         return None
-    if not (torch.is_grad_enabled() and (x.requires_grad or fc1.weight.requires_grad)):
+    if not records_grad(x, fc1.weight):
         ok = x.dtype == fc1.weight.dtype and not torch.is_autocast_enabled(x.device.type)
         return "sampling" if sampling and ok else None
     half = torch.is_autocast_enabled("cuda") or x.dtype in (torch.bfloat16, torch.float16)
@@ -49,7 +50,7 @@ def sampling(fc1: nn.Linear, fc2: nn.Linear, x: Tensor) -> Tensor:
 def linear(layer: nn.Linear, x: Tensor) -> Tensor:
     """``layer(x)``; with ``cublaslt.sampling``, sampling on CUDA takes cuBLASLt's measured algorithm."""
     if (cublaslt.sampling and layer.bias is not None and cublaslt.usable(x) and x.dtype == layer.weight.dtype
-            and not (torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad))):
+            and not records_grad(x, layer.weight)):
         out = cublaslt.linear_bias(x.reshape(-1, x.shape[-1]), layer.weight, layer.bias)
         return out.view(*x.shape[:-1], out.shape[-1])
     return layer(x)

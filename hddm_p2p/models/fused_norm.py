@@ -54,11 +54,16 @@ def reference(x: Tensor, y: Tensor | None, gate: Tensor | None, shift: Tensor, s
 enabled: bool = True  # False: always the plain PyTorch path (benchmarks and tests compare the two)
 
 
+def records_grad(*tensors: Tensor) -> bool:
+    """Whether an op on these tensors records an autograd graph: grad mode on and one of them requires grad."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def usable(x: Tensor, *params: Tensor) -> bool:
     """Whether the kernel may run: ``enabled``, CUDA, Triton importable, and no autograd graph to record."""
     if not enabled or triton is None or not x.is_cuda or x.dim() != 3:
         return False
-    return not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)))
+    return not records_grad(x, *params)
 
 
 def add_norm_modulate(x: Tensor, y: Tensor | None, gate: Tensor | None, shift: Tensor, scale: Tensor,
@@ -151,8 +156,10 @@ if triton is not None:
         x_out = torch.empty_like(x) if has_add else x
         h = torch.empty_like(x)
         n_rows = B * T
-        # allocated (and cheap) even when not written: no kernel argument is ever a null pointer
-        mean, rstd = (torch.empty(n_rows, dtype=torch.float32, device=x.device) for _ in range(2))
+        if stats:
+            mean, rstd = (torch.empty(n_rows, dtype=torch.float32, device=x.device) for _ in range(2))
+        else:  # never written (SAVE_STATS off); h stands in, so no pointer is null and nothing is allocated
+            mean = rstd = h
         block_a = 1 << (D.bit_length() - 1)  # the largest power of two ≤ D, then the rest rounded up
         block_b = triton.next_power_of_2(D - block_a) if D > block_a else 0
         grid = lambda meta: (triton.cdiv(n_rows, meta["ROWS"]),)  # noqa: E731

@@ -37,8 +37,10 @@ enabled: bool = False  # True: training on CUDA takes the fused forward + backwa
 
 
 def usable(x: Tensor) -> bool:
-    """Whether training may take the fused kernels: ``enabled``, ``fused_norm.enabled``, CUDA, Triton."""
-    return enabled and fused_norm.enabled and triton is not None and x.is_cuda and x.dim() == 3
+    """Whether training may take the fused kernels: ``enabled``, ``fused_norm.enabled``, CUDA, Triton, and
+    grad mode on (without it the sampling kernel runs)."""
+    return (enabled and fused_norm.enabled and triton is not None and x.is_cuda and x.dim() == 3
+            and torch.is_grad_enabled())
 
 
 def add_norm_modulate(x: Tensor, y: Tensor | None, gate: Tensor | None, shift: Tensor, scale: Tensor,
@@ -46,7 +48,7 @@ def add_norm_modulate(x: Tensor, y: Tensor | None, gate: Tensor | None, shift: T
     """(x + gate·y, LN(x + gate·y)·(1 + scale) + shift), as ``fused_norm.add_norm_modulate``, with the
     training kernels where an autograd graph is recorded and ``usable``."""
     tensors = (x, shift, scale) if y is None else (x, y, gate, shift, scale)
-    if fused_norm.usable(*tensors) or not (usable(x) and torch.is_grad_enabled()):
+    if not (usable(x) and fused_norm.records_grad(*tensors)):
         return fused_norm.add_norm_modulate(x, y, gate, shift, scale, eps)
     if y is None:
         return x, _NormModulate.apply(x, shift, scale, eps)

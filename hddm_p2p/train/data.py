@@ -252,8 +252,7 @@ class MemorySource:
 
     def __init__(self, data: InMemoryData, batch_size: int, seed: int):
         self.data, self.order = data, EpochBatches(len(data), batch_size, seed)
-        self.device: torch.device | None = None  # where x and labels live when resident (``to``)
-        self._resident: tuple[Tensor, Tensor] | None = None
+        self._resident: tuple[Tensor, Tensor] | None = None  # (x, labels) on the device (``to``)
         self._order_on_device: tuple[int, Tensor] | None = None  # (epoch, its permutation on the device)
 
     def to(self, device, budget: float = 0.25) -> bool:
@@ -265,9 +264,13 @@ class MemorySource:
         free, _ = torch.cuda.mem_get_info(device)
         if self.data.x.nbytes > budget * free:
             return False
-        self._resident = (self.data.x.to(device), self.data.labels.to(device))
-        self.device, self._order_on_device = device, None
+        self._resident, self._order_on_device = (self.data.x.to(device), self.data.labels.to(device)), None
         return True
+
+    @property
+    def device(self) -> torch.device | None:
+        """Where the samples are kept when resident (``to``), else None."""
+        return self._resident[0].device if self._resident is not None else None
 
     def next(self) -> Batch:
         idx = self.order.next()

@@ -78,7 +78,7 @@ def test_label_filter_and_memory_source(cifar_small):
 def _resident_batches(data, device, n, resident=None):
     src = MemorySource(data, 24, seed=3)
     if resident is not None:  # the GPU path's bookkeeping with the device tensors stood in for by CPU ones
-        src._resident, src.device = resident, torch.device("cpu")
+        src._resident = resident
     elif not src.to(device):
         pytest.fail("the samples did not move to the GPU")
     return [src.next() for _ in range(n)], src
