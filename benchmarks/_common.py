@@ -106,3 +106,22 @@ def kernel_breakdown(fn, steps: int = 3, top: int = 12) -> str:
     lines += [f"    {ms:8.3f} ms  {category(k)[:10]:10}  {k[:110]}"
               for k, ms in sorted(per_kernel.items(), key=lambda x: -x[1])[:top]]
     return "\n".join(lines)
+
+
+def add_shape_args(ap, iters: int = 10) -> None:
+    """The options of the single-op benchmarks: (arch, batch) pairs, latent size, rounds, device, JSON log."""
+    ap.add_argument("--arch", action="append", help="DiT preset; repeat, each with its --batch (default DiT-XL/2)")
+    ap.add_argument("--batch", action="append", type=int, help="batch of the --arch at the same position (128)")
+    ap.add_argument("--input-size", type=int, default=32)
+    ap.add_argument("--iters", type=int, default=iters)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--json", help="append one JSON line per row to this file")
+
+
+def shape_setup(args) -> tuple[list[tuple[str, int]], torch.device, torch.dtype]:
+    """(arch, batch) pairs, the device and the dtype (bf16 on a GPU, fp32 on the CPU); prints the device line."""
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    print(f"device: {torch.cuda.get_device_name(device) if cuda else 'cpu'}; torch {torch.__version__}")
+    pairs = list(zip(args.arch or ["DiT-XL/2"], args.batch or [128]))
+    return pairs, device, torch.bfloat16 if cuda else torch.float32

@@ -18,29 +18,21 @@ import json
 
 import torch
 
-from _common import median_time
+from _common import add_shape_args, median_time, shape_setup
 
 from hddm_p2p.models import fused_norm, get_preset
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", action="append")
-    ap.add_argument("--batch", action="append", type=int)
-    ap.add_argument("--input-size", type=int, default=32)
-    ap.add_argument("--iters", type=int, default=10)
+    add_shape_args(ap)
     ap.add_argument("--inner", type=int, default=50, help="back-to-back calls per timed round")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--json")
     args = ap.parse_args(argv)
-    archs, batches = args.arch or ["DiT-XL/2"], args.batch or [128]
-    device = torch.device(args.device)
+    pairs, device, dtype = shape_setup(args)
     cuda = device.type == "cuda"
-    dtype = torch.bfloat16 if cuda else torch.float32
-    print(f"device: {torch.cuda.get_device_name(device) if cuda else 'cpu'}; torch {torch.__version__}")
     print(f"{'arch':10} {'tokens':>7} {'width':>6} {'kernel ms':>10} {'TB/s':>6} {'norm ms':>8} {'TB/s':>6} "
           f"{'add ms':>8} {'TB/s':>6} {'config':>20}")
-    for arch, batch in zip(archs, batches):
+    for arch, batch in pairs:
         cfg = get_preset(arch, input_size=args.input_size, in_channels=4)
         T, D = (args.input_size // cfg.patch_size) ** 2, cfg.hidden_size
         g = torch.Generator(device).manual_seed(0)

@@ -84,6 +84,8 @@ LADDER: dict[str, Variant] = {v.name: v for v in [
     Variant("+compile model", "bf16", compile="model", residual="bf16"),
     Variant("+gelu epilogues", "bf16", compile="model", residual="bf16", gelu_epilogues=True),
     Variant("+fused norm", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True),
+    Variant("+coordinate descent on top", "bf16", compile="model", residual="bf16", gelu_epilogues=True,
+            fused_norm=True, inductor=(("coordinate_descent_tuning", True),)),
     Variant("+data from host memory", "bf16", compile="model", residual="bf16", gelu_epilogues=True, data="host"),
     Variant("+data on the GPU", "bf16", compile="model", residual="bf16", gelu_epilogues=True, data="resident"),
     Variant("+flash attention", "bf16", compile="model", residual="bf16", attention="flash"),
@@ -199,18 +201,19 @@ def run_one(arch, batch, steps, warmup, device, dtype, compile, variant: Variant
 
 
 def report(rows: list[dict], peak: float | None) -> None:
-    print(f"{'arch':10} {'mode':21} {'batch':>5} {'s/step':>9} {'img/s':>10} {'TFLOP/s':>9} {'MFU':>7} {'speedup':>8}"
+    w = max([21] + [len(r["mode"]) for r in rows])
+    print(f"{'arch':10} {'mode':{w}} {'batch':>5} {'s/step':>9} {'img/s':>10} {'TFLOP/s':>9} {'MFU':>7} {'speedup':>8}"
           f" {'peak GiB':>8} {'warmup s':>8}")
     base = {}
     for r in rows:
         if r.get("oom") or r.get("error"):
-            print(f"{r['arch']:10} {r['mode']:21} {r['batch']:>5} {r.get('error') or 'out of memory'}")
+            print(f"{r['arch']:10} {r['mode']:{w}} {r['batch']:>5} {r.get('error') or 'out of memory'}")
             continue
         tflops = r["train_flops"] * r["images_per_s"] / 1e12
         mfu = f"{100 * tflops / peak:.1f}%" if peak else "n/a"
         base.setdefault(r["arch"], r["images_per_s"])  # first row per arch is the fp32 eager baseline
         speed = r["images_per_s"] / base[r["arch"]]
-        print(f"{r['arch']:10} {r['mode']:21} {r['batch']:>5} {r['s_per_step']:>9.4f} {r['images_per_s']:>10.1f} "
+        print(f"{r['arch']:10} {r['mode']:{w}} {r['batch']:>5} {r['s_per_step']:>9.4f} {r['images_per_s']:>10.1f} "
               f"{tflops:>9.2f} {mfu:>7} {speed:>7.2f}x {r['peak_gib']:>8.2f} {r['warmup_s']:>8.1f}", flush=True)
 
 

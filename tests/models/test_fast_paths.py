@@ -229,16 +229,25 @@ def test_fused_norm_model_matches_the_plain_model_eager_and_compiled():
 
 
 @cuda
-def test_fused_norm_kernel_runs_only_without_autograd(monkeypatch):
-    from hddm_p2p.models import fused_norm as fn
+def test_fused_norm_kernel_with_and_without_autograd(monkeypatch):
+    """Sampling takes the norm kernel without row statistics; training takes it with them (for the Triton
+    backward) where ``fused_norm_train.enabled``, else the plain pass; gradients flow either way."""
+    from hddm_p2p.models import fused_norm as fn, fused_norm_train
 
     calls = []
     real = fn.launch
-    monkeypatch.setattr(fn, "launch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(fn, "launch", lambda *a, **k: calls.append(k.get("stats", False)) or real(*a, **k))
     model = _perturbed().cuda()
     x, t = torch.randn(2, 4, 16, 16, device="cuda"), torch.rand(2, device="cuda") * 1000
-    model(x, t).square().mean().backward()  # training: plain path, gradients flow
+    passes = 2 * len(model.blocks) + 1  # two per block, one in the final layer
+    monkeypatch.setattr(fused_norm_train, "enabled", False)
+    model(x, t).square().mean().backward()  # training, kernels off: plain path, gradients flow
     assert calls == [] and model.blocks[0].scale_shift_table.grad is not None
+    monkeypatch.setattr(fused_norm_train, "enabled", True)
+    model.zero_grad()
+    model(x, t).square().mean().backward()
+    assert calls == [True] * passes and model.blocks[0].scale_shift_table.grad is not None
+    calls.clear()
     with torch.no_grad():
         model(x, t)
-    assert len(calls) == 2 * len(model.blocks) + 1  # two per block, one in the final layer
+    assert calls == [False] * passes

@@ -114,10 +114,11 @@ def test_dit_trains_through_the_autograd_function_in_tritons_interpreter():
     assert done.returncode == 0 and done.stdout.startswith("ok"), done.stderr[-2000:]
 
 
-def test_off_by_default_and_plain_off_cuda():
+def test_on_by_default_and_plain_off_cuda():
+    """The fused pass is the default for CUDA training; CPU tensors take the plain PyTorch pass, with autograd."""
     x = torch.randn(2, 4, 8, requires_grad=True)
     shift, scale = torch.randn(2, 8), torch.randn(2, 8)
-    assert not fused_norm_train.enabled and not fused_norm_train.usable(x)
+    assert fused_norm_train.enabled and not fused_norm_train.usable(x)
     _, h = fused_norm_train.add_norm_modulate(x, None, None, shift, scale, 1e-6)
     assert torch.allclose(h, fused_norm.reference(x, None, None, shift, scale, 1e-6)[1])
     h.sum().backward()
@@ -131,14 +132,14 @@ def test_chunks_give_every_program_enough_rows():
 
 
 def _grads(model, x, t, fused):
-    fused_norm_train.enabled = fused
+    before, fused_norm_train.enabled = fused_norm_train.enabled, fused
     try:
         model.zero_grad()
         with torch.autocast("cuda", dtype=torch.bfloat16):
             out = model(x, t)
         out.float().square().mean().backward()
     finally:
-        fused_norm_train.enabled = False
+        fused_norm_train.enabled = before
     return out.detach().float(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
 

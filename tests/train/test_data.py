@@ -100,7 +100,8 @@ def test_resident_batches_are_the_host_batches_across_epochs(cifar_small):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_resident_batches_on_the_gpu(cifar_small):
-    host = [b for b in (MemorySource(cifar_small, 24, seed=3).next() for _ in range(5))]
+    src_host = MemorySource(cifar_small, 24, seed=3)
+    host = [src_host.next() for _ in range(5)]  # into a third epoch: 64 samples make two batches each
     dev, src = _resident_batches(cifar_small, "cuda", 5)
     assert src.device.type == "cuda" and all(b.x.is_cuda and b.labels.is_cuda for b in dev)
     for a, b in zip(host, dev):

@@ -1,0 +1,86 @@
+"""Self-attention forward + backward at a DiT's training shapes, per SDPA backend and per head width.
+
+    python benchmarks/attention_heads.py --arch DiT-XL/2 --batch 128 --arch DiT-B/2 --batch 256 --pad 80 --pad 96
+
+The question it answers: DiT-XL/2's heads are 72 wide, and a flash kernel built for a 128-wide tile spends
+the difference on zeros. ``--pad W`` adds rows with heads zero-padded to W (the softmax scale stays
+1/√72, so the result is the same): if a padded row is faster than the real width by more than the extra
+qkv/proj GEMM work padding would cost in the model, padding pays. Inputs are laid out as the model lays
+them out (q, k, v are views of one (B, T, 3, H, d) projection), so the backward includes packing dq, dk, dv
+back into that layout. TFLOP/s counts the real width only: 4·B·H·T²·d forward, 2.5× that backward.
+Time: median over ``--iters`` rounds between CUDA events. On CPU: the math backend at toy size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+import torch.nn.functional as F
+
+from _common import add_shape_args, attention_backend, median_time, shape_setup
+
+from hddm_p2p.models import get_preset
+
+
+def attention_step(qkv: torch.Tensor, grad: torch.Tensor, scale: float) -> None:
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, T, d) views of one projection
+    out = F.scaled_dot_product_attention(q, k, v, scale=scale)
+    out.backward(grad)
+
+
+def time_row(batch: int, tokens: int, heads: int, width: int, real: int, backend: str, device, dtype,
+             iters: int) -> float | None:
+    g = torch.Generator(device).manual_seed(0)
+    qkv = torch.zeros(batch, tokens, 3, heads, width, device=device, dtype=dtype)
+    qkv[..., :real] = torch.randn(batch, tokens, 3, heads, real, device=device, generator=g).to(dtype)
+    qkv.requires_grad_(True)
+    grad = torch.randn(batch, heads, tokens, width, device=device, generator=g).to(dtype)
+    grad[..., real:] = 0
+    try:
+        with attention_backend(backend):
+            return median_time(lambda: attention_step(qkv, grad, real ** -0.5), iters, device, warmup=3)
+    except RuntimeError as e:  # this backend has no kernel for this shape/GPU
+        print(f"  {backend} d={width}: unavailable ({str(e).splitlines()[0][:90]})")
+        return None
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_shape_args(ap)
+    ap.add_argument("--pad", action="append", type=int, default=[], help="also time heads padded to this width")
+    ap.add_argument("--backends", default=None, help="comma-separated: cudnn,flash,efficient (GPU), math (CPU)")
+    args = ap.parse_args(argv)
+    pairs, device, dtype = shape_setup(args)
+    cuda = device.type == "cuda"
+    backends = (args.backends or ("cudnn,flash,efficient" if cuda else "auto")).split(",")
+    print(f"{'arch':10} {'batch':>5} {'heads':>5} {'d':>4} {'backend':>10} {'ms':>8} {'TFLOP/s':>8} {'vs real d':>9}")
+    rows = []
+    for arch, batch in pairs:
+        cfg = get_preset(arch, input_size=args.input_size, in_channels=4)
+        T, H = (args.input_size // cfg.patch_size) ** 2, cfg.num_heads
+        real = cfg.hidden_size // H
+        flops = 3.5 * 4 * batch * H * T * T * real
+        for backend in backends:
+            base = None
+            for width in [real] + [w for w in args.pad if w > real]:
+                t = time_row(batch, T, H, width, real, backend, device, dtype, args.iters)
+                if t is None:
+                    continue
+                base = base or (t if width == real else None)
+                row = {"arch": arch, "batch": batch, "heads": H, "width": width, "real_width": real,
+                       "backend": backend, "seconds": t, "tflops": flops / t / 1e12,
+                       "vs_real": base / t if base else None}
+                rows.append(row)
+                print(f"{arch:10} {batch:>5} {H:>5} {width:>4} {backend:>10} {t * 1e3:>8.3f} "
+                      f"{row['tflops']:>8.1f} {row['vs_real'] or float('nan'):>8.2f}x")
+    if args.json:
+        with open(args.json, "a") as f:
+            for r in rows:
+                f.write(json.dumps({**r, "device": torch.cuda.get_device_name(device) if cuda else "cpu",
+                                    "torch": torch.__version__}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
