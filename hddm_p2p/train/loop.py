@@ -53,6 +53,8 @@ class TrainConfig:
     device: str = "cpu"
     compile: bool = False
     precision: str = "auto"         # "auto" = bf16 autocast on CUDA, fp32 elsewhere; "fp32" | "bf16"
+    residual: str = "auto"          # a DiT's residual stream: "auto" = bf16 under bf16 autocast (the benchmarked
+                                    # fast path, docs/benchmarks.md), else fp32; "fp32" keeps DiT's fp32 stream
     fsdp: bool = False              # under torchrun: shard the model over the ranks (FSDP2) instead of DDP
 
     def __post_init__(self):
@@ -60,10 +62,18 @@ class TrainConfig:
             raise SpecError("steps and batch size must be at least 1")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise SpecError(f"unknown precision {self.precision!r}; choose auto, fp32 or bf16")
+        if self.residual not in ("auto", "fp32"):
+            raise SpecError(f"unknown residual stream {self.residual!r}; choose auto or fp32")
+
+    def bf16(self, device: torch.device) -> bool:
+        return self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda")
 
     def autocast(self, device: torch.device):
-        bf16 = self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda")
-        return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+        return torch.autocast(device.type, dtype=torch.bfloat16) if self.bf16(device) else nullcontext()
+
+    def residual_dtype(self, device: torch.device) -> torch.dtype | None:
+        """A DiT's ``residual_dtype`` for training: bf16 under bf16 autocast unless ``residual`` is "fp32"."""
+        return torch.bfloat16 if self.residual == "auto" and self.bf16(device) else None
 
 
 class EMA:
@@ -143,6 +153,8 @@ class Trainer:
             source.to(self.device)
         self.cond_fn = cond_fn
         self.ema = EMA(self.model, cfg.ema_decay)
+        if hasattr(self.model, "residual_dtype"):  # a DiT: the trained copy's residual stream follows the
+            self.model.residual_dtype = cfg.residual_dtype(self.device)  # autocast dtype (not the EMA copy's)
         self.dist = dist  # under torchrun: DDP (or FSDP with cfg.fsdp), rank 0 writes (hddm_p2p.train.distributed)
         self.sharded = cfg.fsdp and dist.enabled
         if self.sharded:  # model and EMA sharded alike, so the EMA update stays shard-local

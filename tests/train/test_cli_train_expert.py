@@ -49,7 +49,17 @@ def test_writes_a_valid_expert_dir(expert_dir):
     assert json.loads(meta["hddm.arch"]) == desc["architecture"]["config"]
     rows = [json.loads(line) for line in (expert_dir / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["event"] == "start" and rows[0]["arch"] == "tiny" and rows[0]["samples"] == 48
+    assert rows[0]["residual"] == "auto"  # bf16 on a GPU under bf16 autocast; fp32 here
     assert [r["step"] for r in rows] == [0, 2, 4] and all("loss" in r and "images_per_s" in r for r in rows[1:])
+
+
+def test_fp32_residual_flag_reaches_the_run(tmp_path, cifar_shard):
+    out = tmp_path / "fp32-residual"
+    res = _run("--data", cifar_shard, "--objective", "fm", "--schedule", "flow-linear", "--steps", "2",
+               "--fp32-residual", "--out", out)
+    assert res.exit_code == 0, res.output
+    start = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert start["residual"] == "fp32"
 
 
 def test_expert_json_is_a_valid_manifest_description(expert_dir):

@@ -88,3 +88,23 @@ def test_train_config_rejects_bad_values():
         TrainConfig(steps=0)
     with pytest.raises(SpecError, match="precision"):
         TrainConfig(precision="fp8")
+    with pytest.raises(SpecError, match="residual"):
+        TrainConfig(residual="fp16")
+
+
+def test_residual_stream_follows_bf16_autocast_unless_fp32_is_asked(cifar_small, tmp_path):
+    """Under bf16 autocast the trained DiT carries a bf16 residual stream (the benchmarked fast path) and
+    still trains; ``residual="fp32"`` and fp32 training keep DiT's fp32 stream; the EMA copy keeps fp32."""
+    cpu = torch.device("cpu")
+    assert TrainConfig(precision="bf16").residual_dtype(cpu) is torch.bfloat16
+    assert TrainConfig(precision="bf16", residual="fp32").residual_dtype(cpu) is None
+    assert TrainConfig().residual_dtype(cpu) is None  # auto precision on the CPU: fp32
+    model = build_dit("tiny", input_size=32, in_channels=3, condition="class", num_classes=10)
+    cfg = TrainConfig(steps=2, batch_size=8, warmup_steps=0, ckpt_every=2, log_every=1, precision="bf16")
+    trainer = Trainer(model, MemorySource(cifar_small, 8, 0), ObjectiveConfig("fm", "flow-linear"), cfg,
+                      tmp_path / "bf16", cond_fn=lambda batch: batch.labels)
+    assert model.residual_dtype is torch.bfloat16 and trainer.ema.module.residual_dtype is None
+    before = [p.detach().clone() for p in model.parameters()]
+    result = trainer.run()
+    assert result.step == 2 and torch.isfinite(torch.tensor(result.final_loss))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
