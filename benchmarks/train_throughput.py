@@ -19,7 +19,9 @@ block boundaries) → inductor's coordinate-descent tuning of its Triton kernels
 whole model compiled with the MLP's GELU and GELU' inside cuBLASLt matmul epilogues
 (``hddm_p2p.models.fused_mlp``; the other rows leave GELU to inductor); ``+fused norm``: that, and each
 residual add + LayerNorm + modulate pass and its backward as one Triton kernel each
-(``hddm_p2p.models.fused_norm_train``; the other rows leave them to inductor); ``+data from host memory`` /
+(``hddm_p2p.models.fused_norm_train``; the other rows leave them to inductor); ``+chunked norm``: that with
+the forward kernel holding rows in chunks (``fused_norm.layout``); ``+coordinate descent on top``: the
+``+fused norm`` row with inductor's coordinate-descent tuning; ``+data from host memory`` /
 ``+data on the GPU``: the ``+gelu epilogues`` row fed by the training loop's own source (``MemorySource``) over
 50,000 precomputed fp16 latents, each batch copied from host memory, or gathered on the GPU where the source
 keeps them (every other row reuses one latent batch already on the GPU); ``+multi-kernel``: each
@@ -42,7 +44,7 @@ from contextlib import nullcontext
 import torch
 from _common import attention_backend, fresh_compiles, kernel_breakdown, peak_tflops
 
-from hddm_p2p.models import build_dit, fused_norm_train, get_preset
+from hddm_p2p.models import build_dit, fused_norm, fused_norm_train, get_preset
 from hddm_p2p.train.data import InMemoryData, MemorySource
 from hddm_p2p.models.flops import dit_flops
 from hddm_p2p.models.layers import Mlp
@@ -64,6 +66,7 @@ class Variant:
     inductor: tuple = ()           # inductor config overrides, (("coordinate_descent_tuning", True),)
     gelu_epilogues: bool = False   # the MLP's GELU inside cuBLASLt epilogues (``hddm_p2p.models.fused_mlp``)
     fused_norm: bool = False       # the norm passes' Triton forward + backward (``hddm_p2p.models.fused_norm_train``)
+    norm_layout: str = "split"     # the norm forward kernel's row layout (``fused_norm.layout``)
     data: str = "synthetic"        # "synthetic": one latent batch on the GPU | "host" / "resident": batches drawn
                                    # by the training loop's ``MemorySource`` from 50,000 fp16 latents in host memory
                                    # (copied every step) or kept on the GPU (``MemorySource.to``)
@@ -84,6 +87,8 @@ LADDER: dict[str, Variant] = {v.name: v for v in [
     Variant("+compile model", "bf16", compile="model", residual="bf16"),
     Variant("+gelu epilogues", "bf16", compile="model", residual="bf16", gelu_epilogues=True),
     Variant("+fused norm", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True),
+    Variant("+chunked norm", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True,
+            norm_layout="chunked"),
     Variant("+coordinate descent on top", "bf16", compile="model", residual="bf16", gelu_epilogues=True,
             fused_norm=True, inductor=(("coordinate_descent_tuning", True),)),
     Variant("+data from host memory", "bf16", compile="model", residual="bf16", gelu_epilogues=True, data="host"),
@@ -123,6 +128,7 @@ def _time_training(arch: str, batch: int, steps: int, warmup: int, device: torch
     torch.backends.cuda.matmul.allow_tf32 = v.dtype != "fp32"
     Mlp.fused_gelu_training = v.gelu_epilogues
     fused_norm_train.enabled = v.fused_norm and device.type == "cuda"
+    fused_norm.layout = v.norm_layout
     torch.backends.cudnn.allow_tf32 = v.dtype != "fp32"
     torch.manual_seed(0)
     cfg = get_preset(arch, input_size=32, in_channels=4)

@@ -101,7 +101,7 @@ if triton is not None:
     _MIN_ROWS = 8  # every program gets at least this many rows, whichever ROWS the autotuner picks
 
     @triton.jit
-    def _backward_kernel(DH, DXO, XO, Y, GATE, SCALE, MEAN, RSTD, DX, DY, PARTIAL, T, D, chunks,
+    def _norm_modulate_backward_kernel(DH, DXO, XO, Y, GATE, SCALE, MEAN, RSTD, DX, DY, PARTIAL, T, D, chunks,
                          stride_gate, stride_scale, RUN: tl.constexpr, HAS_ADD: tl.constexpr,
                          BLOCK_D: tl.constexpr, ROWS: tl.constexpr):
         pid = tl.program_id(0)
@@ -145,7 +145,7 @@ if triton is not None:
         if HAS_ADD:
             tl.store(partial + 2 * D + cols, sum_gate, mask=col_ok)
 
-    _tuned_backward = triton.autotune(configs=_CONFIGS, key=["D", "HAS_ADD"])(_backward_kernel)
+    _tuned_backward = triton.autotune(configs=_CONFIGS, key=["D", "HAS_ADD"])(_norm_modulate_backward_kernel)
 
     def launch_backward(grad_h: Tensor, grad_x_out: Tensor | None, x_out: Tensor, y: Tensor | None,
                         gate: Tensor | None, scale: Tensor, mean: Tensor, rstd: Tensor, kernel=None,
@@ -176,17 +176,18 @@ if triton is not None:
             return dx, dy, dshift, dscale, partial[:, :, 2].sum(1)
         return dx, dshift, dscale
 
-    def _forward_kernel():
-        return torch.library.wrap_triton(fused_norm._tuned_kernel)
 
     @torch.library.triton_op("hddm::add_norm_modulate_stats", mutates_args=())
     def _add_norm_modulate_stats(x: Tensor, y: Tensor, gate: Tensor, shift: Tensor, scale: Tensor,
                                  eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        return fused_norm.launch(x, y, gate, shift, scale, eps, kernel=_forward_kernel(), stats=True)
+        kernel, chunk = fused_norm.op_kernel(x.shape[-1])
+        return fused_norm.launch(x, y, gate, shift, scale, eps, kernel=kernel, chunk=chunk, stats=True)
 
     @torch.library.triton_op("hddm::norm_modulate_stats", mutates_args=())
     def _norm_modulate_stats(x: Tensor, shift: Tensor, scale: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
-        _, h, mean, rstd = fused_norm.launch(x, None, None, shift, scale, eps, kernel=_forward_kernel(), stats=True)
+        kernel, chunk = fused_norm.op_kernel(x.shape[-1])
+        _, h, mean, rstd = fused_norm.launch(x, None, None, shift, scale, eps, kernel=kernel, chunk=chunk,
+                                             stats=True)
         return h, mean, rstd
 
     @torch.library.triton_op("hddm::add_norm_modulate_backward", mutates_args=())

@@ -34,15 +34,20 @@ for D, T, B, rows in cases:
         g_x, g_h = torch.randn_like(ref_x), torch.randn_like(ref_h)
         ((ref_x * g_x).sum() * add + (ref_h * g_h).sum()).backward()
         with torch.no_grad():
-            out = fn.launch(xl, yl if add else None, gate if add else None, shift, scale, eps,
-                            kernel=fn._add_norm_modulate_kernel, stats=True, ROWS=rows)
-            x_out, h, mean, rstd = out
-            assert (h - ref_h).abs().max() <= 1e-5 and (x_out - ref_x).abs().max() <= 1e-5
-            ref_mean = ref_x.mean(-1).flatten()
-            assert (mean - ref_mean).abs().max() <= 1e-5
-            assert ((rstd - (ref_x.var(-1, unbiased=False).flatten() + eps).rsqrt()).abs() / rstd).max() <= 1e-5
+            fn.layout = "chunked"
+            for kernel, chunk in ((fn._chunked_norm_modulate_kernel, fn.chunk_for(D)), (fn._add_norm_modulate_kernel, 0)):
+                if kernel is fn._chunked_norm_modulate_kernel and not chunk:
+                    continue  # the split kernel's statistics, last, feed the backward below
+                out = fn.launch(xl, yl if add else None, gate if add else None, shift, scale, eps, kernel=kernel,
+                                chunk=chunk, stats=True, ROWS=rows)
+                x_out, h, mean, rstd = out
+                assert (h - ref_h).abs().max() <= 1e-5 and (x_out - ref_x).abs().max() <= 1e-5
+                ref_mean = ref_x.mean(-1).flatten()
+                assert (mean - ref_mean).abs().max() <= 1e-5
+                ref_rstd = (ref_x.var(-1, unbiased=False).flatten() + eps).rsqrt()
+                assert ((rstd - ref_rstd).abs() / rstd).max() <= 1e-5
             grads = ft.launch_backward(g_h, g_x if add else None, x_out, yl if add else None, gate if add else None,
-                                       scale, mean, rstd, kernel=ft._backward_kernel, ROWS=rows)
+                                       scale, mean, rstd, kernel=ft._norm_modulate_backward_kernel, ROWS=rows)
         d_signals = torch.zeros_like(sl)
         if add:
             dx, dy, dshift, dscale, dgate = grads
@@ -76,7 +81,7 @@ import triton
 from hddm_p2p.models import build_dit, fused_norm as fn, fused_norm_train as ft
 one = [triton.Config({"ROWS": 2}, num_warps=4)]  # one config: the autotuners need no GPU to pick
 fn._tuned_kernel = triton.autotune(configs=one, key=["D"])(fn._add_norm_modulate_kernel)
-ft._tuned_backward = triton.autotune(configs=one, key=["D"])(ft._backward_kernel)
+ft._tuned_backward = triton.autotune(configs=one, key=["D"])(ft._norm_modulate_backward_kernel)
 calls = []
 launch_backward = ft.launch_backward
 ft.launch_backward = lambda *a, **k: calls.append(a[3] is not None) or launch_backward(*a, **k)
