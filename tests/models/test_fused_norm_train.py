@@ -92,35 +92,48 @@ calls = []
 launch_backward = ft.launch_backward
 ft.launch_backward = lambda *a, **k: calls.append(a[3] is not None) or launch_backward(*a, **k)
 torch.manual_seed(0)
-model = build_dit("tiny", input_size=8, in_channels=4)
-with torch.no_grad():
-    for p in model.parameters():
-        p.add_(0.05 * torch.randn_like(p))
 x, t = torch.randn(2, 4, 8, 8), torch.rand(2) * 1000
 usable = ft.usable
-def grads(on):
+
+
+def grads(model, cond, on):
     ft.enabled, ft.usable = on, (lambda x: True) if on else usable  # the CPU tensors stand in for CUDA ones
     model.zero_grad()
-    out = model(x, t)
+    out = model(x, t, cond)
     out.square().mean().backward()
     return out.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
-out_ref, ref = grads(False)
-assert not calls
-out, got = grads(True)
-depth = len(model.blocks)
-assert calls.count(True) == 2 * depth and calls.count(False) == 1, calls  # every pass took the kernels
-assert ((out - out_ref).norm() / out_ref.norm()).item() < 1e-5 and len(got) == len(ref)
-worst = max(((a - b).norm() / b.norm()).item() for a, b in zip(got, ref) if b.norm() > 0)
-assert worst < 1e-5, worst
+
+
+# AdaLN-Single, no conditioning: chained blocks; AdaLN-Zero with text: cross-attention blocks, norm-only passes
+# on signals cut from one linear's output
+text = {"tokens": torch.randn(2, 5, 12), "mask": torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]).bool()}
+worst = 0.0
+for overrides, cond in (({}, None), (dict(condition="text", text_width=12, max_tokens=5, adaln="zero"), text)):
+    model = build_dit("tiny", input_size=8, in_channels=4, **overrides)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    calls.clear()
+    out_ref, ref = grads(model, cond, False)
+    assert not calls
+    out, got = grads(model, cond, True)
+    depth = len(model.blocks)
+    if cond is None:  # every pass took the kernels
+        assert calls.count(True) == 2 * depth and calls.count(False) == 1, calls
+    else:
+        assert calls == [False] * (2 * depth + 1), calls
+    assert ((out - out_ref).norm() / out_ref.norm()).item() < 1e-5 and len(got) == len(ref)
+    worst = max([worst] + [((a - b).norm() / b.norm()).item() for a, b in zip(got, ref) if b.norm() > 0])
+    assert worst < 1e-5, (overrides, worst)
 print("ok", worst)
 """
 
 
 @pytest.mark.parametrize("layout", ["split", "chunked"])
 def test_dit_trains_through_the_autograd_function_in_tritons_interpreter(layout):
-    """A whole DiT forward and backward with ``enabled``: every norm pass (the first block's without a residual,
-    the others with the residual of the branch before, the final layer's) through the autograd function and
-    both kernels, gradients of every parameter equal to the plain model's (fp32)."""
+    """Whole DiTs forward and backward with ``enabled`` (AdaLN-Single chained blocks; AdaLN-Zero text blocks
+    with cross-attention): every norm pass (with or without a residual, the final layer's) through the
+    autograd function and both kernels, gradients of every parameter equal to the plain model's (fp32)."""
     pytest.importorskip("triton")
     done = subprocess.run([sys.executable, "-c", _INTERPRETED_DIT], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "LAYOUT": layout})
