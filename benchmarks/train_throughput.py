@@ -21,7 +21,9 @@ whole model compiled with the MLP's GELU and GELU' inside cuBLASLt matmul epilog
 residual add + LayerNorm + modulate pass and its backward as one Triton kernel each
 (``hddm_p2p.models.fused_norm_train``; the other rows leave them to inductor); ``+chunked norm``: that with
 the forward kernel holding rows in chunks (``fused_norm.layout``); ``+coordinate descent on top``: the
-``+fused norm`` row with inductor's coordinate-descent tuning; ``+data from host memory`` /
+``+fused norm`` row with inductor's coordinate-descent tuning; ``+clip in the step``: that row with the
+gradient-clipping factor handed to the fused AdamW step instead of a pass scaling the gradients
+(``hddm_p2p.train.clip``); ``+data from host memory`` /
 ``+data on the GPU``: the ``+gelu epilogues`` row fed by the training loop's own source (``MemorySource``) over
 50,000 precomputed fp16 latents, each batch copied from host memory, or gathered on the GPU where the source
 keeps them (every other row reuses one latent batch already on the GPU); ``+multi-kernel``: each
@@ -48,6 +50,7 @@ from hddm_p2p.models import build_dit, fused_norm, fused_norm_train, get_preset
 from hddm_p2p.train.data import InMemoryData, MemorySource
 from hddm_p2p.models.flops import dit_flops
 from hddm_p2p.models.layers import Mlp
+from hddm_p2p.train.clip import clipped_step
 from hddm_p2p.train.loop import EMA
 from hddm_p2p.train.objectives import ObjectiveConfig, diffusion_loss
 
@@ -67,6 +70,8 @@ class Variant:
     gelu_epilogues: bool = False   # the MLP's GELU inside cuBLASLt epilogues (``hddm_p2p.models.fused_mlp``)
     fused_norm: bool = False       # the norm passes' Triton forward + backward (``hddm_p2p.models.fused_norm_train``)
     norm_layout: str = "split"     # the norm forward kernel's row layout (``fused_norm.layout``)
+    clip: str = "separate"         # "separate": ``clip_grad_norm_`` | "fold": the factor passed to the fused
+                                   # AdamW step (``hddm_p2p.train.clip``; the training loop's default)
     data: str = "synthetic"        # "synthetic": one latent batch on the GPU | "host" / "resident": batches drawn
                                    # by the training loop's ``MemorySource`` from 50,000 fp16 latents in host memory
                                    # (copied every step) or kept on the GPU (``MemorySource.to``)
@@ -89,6 +94,8 @@ LADDER: dict[str, Variant] = {v.name: v for v in [
     Variant("+fused norm", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True),
     Variant("+chunked norm", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True,
             norm_layout="chunked"),
+    Variant("+clip in the step", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True,
+            clip="fold"),
     Variant("+coordinate descent on top", "bf16", compile="model", residual="bf16", gelu_epilogues=True,
             fused_norm=True, inductor=(("coordinate_descent_tuning", True),)),
     Variant("+data from host memory", "bf16", compile="model", residual="bf16", gelu_epilogues=True, data="host"),
@@ -151,8 +158,8 @@ def _time_training(arch: str, batch: int, steps: int, warmup: int, device: torch
             loss = diffusion_loss(fwd, x, None, obj, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        with clipped_step(opt, model.parameters(), 1.0, fold=v.clip == "fold"):
+            opt.step()
         ema.update(model, i)
 
     t0 = time.perf_counter()

@@ -29,6 +29,7 @@ from torch import nn
 from hddm_p2p.errors import NumericalError, SpecError
 from hddm_p2p.train.data import Batch
 from hddm_p2p.train import fsdp
+from hddm_p2p.train.clip import clipped_step
 from hddm_p2p.train.distributed import Dist
 from hddm_p2p.train.objectives import ObjectiveConfig, diffusion_loss
 
@@ -210,9 +211,10 @@ class Trainer:
             loss = diffusion_loss(self.forward, x0, cond, self.obj, self.gen, part=self.dist.part(x0.shape[0]))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        if self.cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.opt.step()
+        clip = clipped_step(self.opt, self.model.parameters(), self.cfg.grad_clip) if self.cfg.grad_clip > 0 \
+            else nullcontext()
+        with clip:  # the clipping factor goes to the fused AdamW step instead of a pass over the gradients
+            self.opt.step()
         self.sched.step()
         self.ema.update(self.model, self.step)
         self.step += 1
