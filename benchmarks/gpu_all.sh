@@ -8,7 +8,9 @@
 # forward pass, routed sampling, cold start, publish/fetch), otherwise one after another. Each section has its own
 # time limit (T_<section> seconds), so one slow compile cannot take the others down. Logs and JSON lines
 # go to $LOGS (default /tmp/bench-logs), packed into $OUT/logs.tgz at the end; the tables are printed again. diffusers must be importable for the
-# comparison rows; Kubo ($HDDM_KUBO_BIN, or .devcarry/ipfs.xz unpacked) for publish_fetch.
+# comparison rows; Kubo ($HDDM_KUBO_BIN, or .devcarry/ipfs.xz unpacked) for publish_fetch. $LADDER / $FWD pick the
+# training / forward rows, $TESTS the pytest arguments of the tests section. On one GPU leave LANE0/LANE1 unset:
+# SECTIONS alone chooses (an empty lane runs nothing).
 set -u
 OUT=${OUT:-/tmp/bench}; LOGS=${LOGS:-/tmp/bench-logs}; mkdir -p "$OUT" "$LOGS"
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$(pwd)
