@@ -204,7 +204,7 @@ if triton is not None:
                     tl.store(slot + 2 * D, tl.load(slot + 2 * D) + tl.sum(tl.where(mask, dx * y, 0.0), axis=0))
                 tl.store(DX + base + off, dx.to(DX.dtype.element_ty), mask=mask)
 
-    _CHUNKED_CONFIGS = [triton.Config({"ROWS": r}, num_warps=w) for r in (2, 4, 8) for w in (2, 4, 8)]
+    _CHUNKED_CONFIGS = [triton.Config({"ROWS": r}, num_warps=w) for r in (2, 4, 8, 16) for w in (2, 4, 8)]
     _tuned_chunked_backward = triton.autotune(configs=_CHUNKED_CONFIGS,
                                               key=["D", "HAS_ADD"])(_chunked_norm_modulate_backward_kernel)
 
