@@ -31,7 +31,7 @@ def main(argv=None) -> None:
     ap.add_argument("--layouts", default="split,chunked", help="the kernel's row layouts to time (fused_norm.layout)")
     args = ap.parse_args(argv)
     pairs, device, dtype = shape_setup(args)
-    cuda = device.type == "cuda"
+    cuda, layout_before = device.type == "cuda", fused_norm.layout
     print(f"{'arch':10} {'tokens':>7} {'width':>6} {'layout':>8} {'kernel ms':>10} {'TB/s':>6} {'norm ms':>8} {'TB/s':>6} "
           f"{'add ms':>8} {'TB/s':>6} {'config':>20}")
     for arch, batch in pairs:
@@ -45,7 +45,8 @@ def main(argv=None) -> None:
         with torch.inference_mode():
             t_add = median_time(lambda: torch.add(x, y), args.iters, device, warmup=3, inner=args.inner)
         for layout in args.layouts.split(",") if cuda else ["-"]:  # the CPU times the plain path, once
-            fused_norm.layout = layout if cuda else fused_norm.layout
+            if cuda:
+                fused_norm.layout = layout
             with torch.inference_mode():
                 t_kernel = median_time(lambda: op(x, y, gate, shift, scale, 1e-6), args.iters, device, warmup=3,
                                        inner=args.inner)
@@ -64,7 +65,7 @@ def main(argv=None) -> None:
             if args.json:
                 with open(args.json, "a") as f:
                     f.write(json.dumps(row) + "\n")
-    fused_norm.layout = "split"
+    fused_norm.layout = layout_before
 
 
 if __name__ == "__main__":

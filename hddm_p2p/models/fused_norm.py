@@ -201,10 +201,12 @@ if triton is not None:
     _tuned_chunked = triton.autotune(configs=_CHUNKED_CONFIGS,
                                      key=["D", "HAS_ADD", "SAVE_STATS"])(_chunked_norm_modulate_kernel)
 
-    def op_kernel(D: int):
-        """(the autotuned kernel for rows of D under ``layout``, wrapped for a ``triton_op``, its chunk width)."""
+    def op_kernel(D: int, split=None, chunked=None):
+        """(the autotuned kernel for rows of D under ``layout``, wrapped for a ``triton_op``, its chunk width):
+        ``split`` or ``chunked`` (default: this module's forward kernels; ``fused_norm_train`` passes its
+        backward ones)."""
         chunk = chunk_for(D)
-        return torch.library.wrap_triton(_tuned_chunked if chunk else _tuned_kernel), chunk
+        return torch.library.wrap_triton((chunked or _tuned_chunked) if chunk else (split or _tuned_kernel)), chunk
 
     def launch(x: Tensor, y: Tensor | None, gate: Tensor | None, shift: Tensor, scale: Tensor, eps: float,
                kernel=None, stats: bool = False, chunk: int | None = None, **meta) -> tuple[Tensor, ...]:

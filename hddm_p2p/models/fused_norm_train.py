@@ -105,11 +105,11 @@ if triton is not None:
     _MIN_ROWS = 8  # every program gets at least this many rows, whichever ROWS the autotuner picks
 
     @triton.jit
-    def _norm_modulate_backward_kernel(DH, DXO, XO, Y, GATE, SCALE, MEAN, RSTD, DX, DY, PARTIAL, T, D, chunks,
+    def _norm_modulate_backward_kernel(DH, DXO, XO, Y, GATE, SCALE, MEAN, RSTD, DX, DY, PARTIAL, T, D, runs,
                                        stride_gate, stride_scale, RUN: tl.constexpr, HAS_ADD: tl.constexpr,
                                        BLOCK_D: tl.constexpr, ROWS: tl.constexpr):
         pid = tl.program_id(0)
-        sample = pid // chunks
+        sample = pid // runs
         cols = tl.arange(0, BLOCK_D)
         col_ok = cols < D
         scale = tl.load(SCALE + sample * stride_scale + cols, mask=col_ok, other=0.0).to(tl.float32)
@@ -118,7 +118,7 @@ if triton is not None:
         sum_shift = tl.zeros([BLOCK_D], dtype=tl.float32)
         sum_scale = tl.zeros([BLOCK_D], dtype=tl.float32)
         sum_gate = tl.zeros([BLOCK_D], dtype=tl.float32)
-        start = (pid % chunks) * RUN  # RUN rows per program: a constexpr, as Triton 3.6's interpreter
+        start = (pid % runs) * RUN  # RUN rows per program: a constexpr, as Triton 3.6's interpreter
         end = tl.minimum(start + RUN, T)  # cannot take a loop bound from a runtime argument
         for first in range(0, RUN, ROWS):
             t = start + first + tl.arange(0, ROWS)
@@ -208,12 +208,6 @@ if triton is not None:
     _tuned_chunked_backward = triton.autotune(configs=_CHUNKED_CONFIGS,
                                               key=["D", "HAS_ADD"])(_chunked_norm_modulate_backward_kernel)
 
-    def _backward_op_kernel(D: int):
-        """(the autotuned backward for rows of D under ``fused_norm.layout``, wrapped for a ``triton_op``,
-        its chunk width)."""
-        chunk = fused_norm.chunk_for(D)
-        return torch.library.wrap_triton(_tuned_chunked_backward if chunk else _tuned_backward), chunk
-
     def launch_backward(grad_h: Tensor, grad_x_out: Tensor | None, x_out: Tensor, y: Tensor | None,
                         gate: Tensor | None, scale: Tensor, mean: Tensor, rstd: Tensor, kernel=None,
                         chunk: int | None = None, **meta) -> tuple[Tensor, ...]:
@@ -228,22 +222,22 @@ if triton is not None:
             grad_x_out, y = grad_x_out.contiguous(), y.contiguous()
             gate = gate if gate.stride(-1) == 1 else gate.contiguous()
             dy = torch.empty_like(y)
-        chunks = chunks_per_sample(B, T, _MIN_ROWS)
-        rows_per_chunk = -(-T // chunks)
-        chunks = -(-T // rows_per_chunk)
+        runs = chunks_per_sample(B, T, _MIN_ROWS)  # programs per sample, each taking a run of its rows
+        run = -(-T // runs)
+        runs = -(-T // run)
         chunk = fused_norm.chunk_for(D) if chunk is None else chunk
         if chunk:  # the chunked kernel adds into its slots
-            partial = torch.zeros(B * chunks, 3, D, dtype=torch.float32, device=x_out.device)
+            partial = torch.zeros(B * runs, 3, D, dtype=torch.float32, device=x_out.device)
             meta.update(CHUNK=chunk, N_CHUNKS=D // chunk)
         else:
-            partial = torch.empty(B * chunks, 3, D, dtype=torch.float32, device=x_out.device)
+            partial = torch.empty(B * runs, 3, D, dtype=torch.float32, device=x_out.device)
             meta.update(BLOCK_D=triton.next_power_of_2(D))
         k = kernel or (_tuned_chunked_backward if chunk else _tuned_backward)
-        k[(B * chunks,)](grad_h, grad_x_out if has_add else grad_h, x_out, y if has_add else x_out,
+        k[(B * runs,)](grad_h, grad_x_out if has_add else grad_h, x_out, y if has_add else x_out,
                          gate if has_add else scale, scale, mean, rstd, dx, dy if has_add else dx, partial,
-                         T, D, chunks, gate.stride(0) if has_add else 0, scale.stride(0),
-                         RUN=rows_per_chunk, HAS_ADD=has_add, **meta)
-        partial = partial.view(B, chunks, 3, D)
+                         T, D, runs, gate.stride(0) if has_add else 0, scale.stride(0),
+                         RUN=run, HAS_ADD=has_add, **meta)
+        partial = partial.view(B, runs, 3, D)
         dshift, dscale = partial[:, :, 0].sum(1), partial[:, :, 1].sum(1)  # separate tensors: an op's
         if has_add:                                                        # outputs may not alias
             return dx, dy, dshift, dscale, partial[:, :, 2].sum(1)
@@ -267,11 +261,11 @@ if triton is not None:
     def _add_norm_modulate_backward(grad_h: Tensor, grad_x_out: Tensor, x_out: Tensor, y: Tensor, gate: Tensor,
                                     scale: Tensor, mean: Tensor, rstd: Tensor
                                     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        kernel, chunk = _backward_op_kernel(x_out.shape[-1])
+        kernel, chunk = fused_norm.op_kernel(x_out.shape[-1], _tuned_backward, _tuned_chunked_backward)
         return launch_backward(grad_h, grad_x_out, x_out, y, gate, scale, mean, rstd, kernel=kernel, chunk=chunk)
 
     @torch.library.triton_op("hddm::norm_modulate_backward", mutates_args=())
     def _norm_modulate_backward(grad_h: Tensor, x: Tensor, scale: Tensor, mean: Tensor,
                                 rstd: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        kernel, chunk = _backward_op_kernel(x.shape[-1])
+        kernel, chunk = fused_norm.op_kernel(x.shape[-1], _tuned_backward, _tuned_chunked_backward)
         return launch_backward(grad_h, None, x, None, None, scale, mean, rstd, kernel=kernel, chunk=chunk)
