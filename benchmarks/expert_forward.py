@@ -21,7 +21,6 @@ activations; no autocast), in eval mode under ``torch.inference_mode``. Rows (``
     hddm compile+cudnn                       + SDPA's cuDNN attention backend
     hddm compile+flash                       + FlashAttention-2 instead
     hddm compile+cudnn+graphs                + CUDA graphs (``mode="reduce-overhead"``)
-    hddm compile(+graphs) chunked            the norm kernel holding rows in chunks (``fused_norm.layout``)
     hddm compile+tuned(+graphs)              inductor's coordinate-descent tuning of its Triton kernels
                                              (the fused residual/LayerNorm/modulate passes) (+ CUDA graphs)
     hddm compile+multikernel(+tuned)         inductor's multi-kernel reductions: persistent and looped
@@ -68,8 +67,6 @@ VARIANTS = {
     "hddm compile+cudnn": ("default", True, True, "cudnn"),
     "hddm compile+flash": ("default", True, True, "flash"),
     "hddm compile+cudnn+graphs": ("reduce-overhead", True, True, "cudnn"),
-    "hddm compile chunked": ("default", True, True, "auto"),
-    "hddm compile+graphs chunked": ("reduce-overhead", True, True, "auto"),
     "hddm compile+tuned": ("default", True, True, "auto"),
     "hddm compile+tuned+graphs": ("reduce-overhead", True, True, "auto"),
     "hddm compile+multikernel": ("default", True, True, "auto"),
@@ -138,7 +135,6 @@ def run_variant(arch: str, variant: str, batch: int, args, device: torch.device)
     _, fused_gelu, fused_norm, backend = VARIANTS[variant]
     Mlp.fused_gelu = fused_gelu
     fused_norm_kernel.enabled = fused_norm
-    fused_norm_kernel.layout = "chunked" if "chunked" in variant else "split"
     cublaslt.sampling = "+lt" in variant
     patch = {"coordinate_descent_tuning": True} if "tuned" in variant else {}
     if "multikernel" in variant:

@@ -8,7 +8,6 @@ add (the first block's first pass; every pass of a cross-attention block) it rea
 reads two and writes one. The signals (B, D) are not counted. Time: median over ``--iters`` rounds of ``--inner``
 back-to-back calls between two CUDA events (2026-12-01 run 11 timed single calls, which measured the
 launch latency — 0.18 ms for a 0.10 ms kernel — not the bandwidth).
-On a GPU one row per ``--layouts`` entry (``fused_norm.layout``: "split" column tiles, or "chunked" rows).
 On CPU it times the plain PyTorch path (``fused_norm.reference``) at toy size.
 """
 
@@ -28,11 +27,10 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_shape_args(ap)
     ap.add_argument("--inner", type=int, default=50, help="back-to-back calls per timed round")
-    ap.add_argument("--layouts", default="split,chunked", help="the kernel's row layouts to time (fused_norm.layout)")
     args = ap.parse_args(argv)
     pairs, device, dtype = shape_setup(args)
-    cuda, layout_before = device.type == "cuda", fused_norm.layout
-    print(f"{'arch':10} {'tokens':>7} {'width':>6} {'layout':>8} {'kernel ms':>10} {'TB/s':>6} {'norm ms':>8} {'TB/s':>6} "
+    cuda = device.type == "cuda"
+    print(f"{'arch':10} {'tokens':>7} {'width':>6} {'kernel ms':>10} {'TB/s':>6} {'norm ms':>8} {'TB/s':>6} "
           f"{'add ms':>8} {'TB/s':>6} {'config':>20}")
     for arch, batch in pairs:
         cfg = get_preset(arch, input_size=args.input_size, in_channels=4)
@@ -43,29 +41,23 @@ def main(argv=None) -> None:
         gate, shift, scale = signals[:, 2], signals[:, 0], signals[:, 1]
         op = fused_norm.add_norm_modulate if cuda else fused_norm.reference
         with torch.inference_mode():
+            t_kernel = median_time(lambda: op(x, y, gate, shift, scale, 1e-6), args.iters, device, warmup=3,
+                                   inner=args.inner)
+            t_norm = median_time(lambda: op(x, None, None, shift, scale, 1e-6), args.iters, device, warmup=3,
+                                 inner=args.inner)
             t_add = median_time(lambda: torch.add(x, y), args.iters, device, warmup=3, inner=args.inner)
-        for layout in args.layouts.split(",") if cuda else ["-"]:  # the CPU times the plain path, once
-            if cuda:
-                fused_norm.layout = layout
-            with torch.inference_mode():
-                t_kernel = median_time(lambda: op(x, y, gate, shift, scale, 1e-6), args.iters, device, warmup=3,
-                                       inner=args.inner)
-                t_norm = median_time(lambda: op(x, None, None, shift, scale, 1e-6), args.iters, device,
-                                     warmup=3, inner=args.inner)
-            tensor = x.numel() * x.element_size()
-            tuned = (fused_norm._tuned_chunked if fused_norm.chunk_for(D) else fused_norm._tuned_kernel) if cuda else None
-            best = getattr(tuned, "best_config", None)
-            row = {"arch": arch, "batch": batch, "tokens": batch * T, "width": D, "layout": layout,
-                   "kernel_s": t_kernel, "kernel_tbs": 4 * tensor / t_kernel / 1e12, "norm_s": t_norm,
-                   "norm_tbs": 2 * tensor / t_norm / 1e12, "add_s": t_add, "add_tbs": 3 * tensor / t_add / 1e12,
-                   "config": str(best) if best else None}
-            print(f"{arch:10} {batch * T:7d} {D:6d} {layout:>8} {t_kernel * 1e3:10.4f} {row['kernel_tbs']:6.2f} "
-                  f"{t_norm * 1e3:8.4f} {row['norm_tbs']:6.2f} {t_add * 1e3:8.4f} "
-                  f"{row['add_tbs']:6.2f} {str(best or '-')[:20]:>20}")
-            if args.json:
-                with open(args.json, "a") as f:
-                    f.write(json.dumps(row) + "\n")
-    fused_norm.layout = layout_before
+        tensor = x.numel() * x.element_size()
+        best = getattr(getattr(fused_norm, "_tuned_kernel", None), "best_config", None) if cuda else None
+        row = {"arch": arch, "batch": batch, "tokens": batch * T, "width": D, "kernel_s": t_kernel,
+               "kernel_tbs": 4 * tensor / t_kernel / 1e12, "norm_s": t_norm, "norm_tbs": 2 * tensor / t_norm / 1e12,
+               "add_s": t_add, "add_tbs": 3 * tensor / t_add / 1e12,
+               "config": str(best) if best else None}
+        print(f"{arch:10} {batch * T:7d} {D:6d} {t_kernel * 1e3:10.4f} {row['kernel_tbs']:6.2f} {t_norm * 1e3:8.4f} "
+              f"{row['norm_tbs']:6.2f} {t_add * 1e3:8.4f} "
+              f"{row['add_tbs']:6.2f} {str(best or '-')[:20]:>20}")
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

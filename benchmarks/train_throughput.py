@@ -19,9 +19,9 @@ block boundaries) → inductor's coordinate-descent tuning of its Triton kernels
 whole model compiled with the MLP's GELU and GELU' inside cuBLASLt matmul epilogues
 (``hddm_p2p.models.fused_mlp``; the other rows leave GELU to inductor); ``+fused norm``: that, and each
 residual add + LayerNorm + modulate pass and its backward as one Triton kernel each
-(``hddm_p2p.models.fused_norm_train``; the other rows leave them to inductor); ``+chunked norm``: that with
-the forward kernel holding rows in chunks (``fused_norm.layout``); ``+coordinate descent on top``: the
-``+fused norm`` row with inductor's coordinate-descent tuning; ``+clip in the step``: that row with the
+(``hddm_p2p.models.fused_norm_train``; the other rows leave them to inductor); ``+coordinate descent on top``: the
+``+fused norm`` row with inductor's coordinate-descent tuning; ``+cuda graphs``: the ``+fused norm`` row with
+the forward and backward replayed as CUDA graphs (``mode="reduce-overhead"``); ``+clip in the step``: that row with the
 gradient-clipping factor handed to the fused AdamW step instead of a pass scaling the gradients
 (``hddm_p2p.train.clip``); ``+data from host memory`` /
 ``+data on the GPU``: the ``+gelu epilogues`` row fed by the training loop's own source (``MemorySource``) over
@@ -46,7 +46,7 @@ from contextlib import nullcontext
 import torch
 from _common import attention_backend, fresh_compiles, kernel_breakdown, peak_tflops
 
-from hddm_p2p.models import build_dit, fused_norm, fused_norm_train, get_preset
+from hddm_p2p.models import build_dit, fused_norm_train, get_preset
 from hddm_p2p.train.data import InMemoryData, MemorySource
 from hddm_p2p.models.flops import dit_flops
 from hddm_p2p.models.layers import Mlp
@@ -69,7 +69,6 @@ class Variant:
     inductor: tuple = ()           # inductor config overrides, (("coordinate_descent_tuning", True),)
     gelu_epilogues: bool = False   # the MLP's GELU inside cuBLASLt epilogues (``hddm_p2p.models.fused_mlp``)
     fused_norm: bool = False       # the norm passes' Triton forward + backward (``hddm_p2p.models.fused_norm_train``)
-    norm_layout: str = "split"     # the norm forward kernel's row layout (``fused_norm.layout``)
     clip: str = "separate"         # "separate": ``clip_grad_norm_`` | "fold": the factor passed to the fused
                                    # AdamW step (``hddm_p2p.train.clip``; the training loop's default)
     data: str = "synthetic"        # "synthetic": one latent batch on the GPU | "host" / "resident": batches drawn
@@ -92,10 +91,12 @@ LADDER: dict[str, Variant] = {v.name: v for v in [
     Variant("+compile model", "bf16", compile="model", residual="bf16"),
     Variant("+gelu epilogues", "bf16", compile="model", residual="bf16", gelu_epilogues=True),
     Variant("+fused norm", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True),
-    Variant("+chunked norm", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True,
-            norm_layout="chunked"),
     Variant("+clip in the step", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True,
             clip="fold"),
+    Variant("+cuda graphs", "bf16", compile="model", mode="reduce-overhead", residual="bf16", gelu_epilogues=True,
+            fused_norm=True),
+    Variant("+cuda graphs and coordinate descent", "bf16", compile="model", mode="reduce-overhead", residual="bf16",
+            gelu_epilogues=True, fused_norm=True, inductor=(("coordinate_descent_tuning", True),)),
     Variant("+coordinate descent on top", "bf16", compile="model", residual="bf16", gelu_epilogues=True,
             fused_norm=True, inductor=(("coordinate_descent_tuning", True),)),
     Variant("+data from host memory", "bf16", compile="model", residual="bf16", gelu_epilogues=True, data="host"),
@@ -135,7 +136,6 @@ def _time_training(arch: str, batch: int, steps: int, warmup: int, device: torch
     torch.backends.cuda.matmul.allow_tf32 = v.dtype != "fp32"
     Mlp.fused_gelu_training = v.gelu_epilogues
     fused_norm_train.enabled = v.fused_norm and device.type == "cuda"
-    fused_norm.layout = v.norm_layout
     torch.backends.cudnn.allow_tf32 = v.dtype != "fp32"
     torch.manual_seed(0)
     cfg = get_preset(arch, input_size=32, in_channels=4)
@@ -153,6 +153,8 @@ def _time_training(arch: str, batch: int, steps: int, warmup: int, device: torch
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=v.dtype == "bf16")
 
     def step(i: int):
+        if v.mode == "reduce-overhead":  # the graphs' outputs of the step before are no longer needed
+            torch.compiler.cudagraph_mark_step_begin()
         x = source.next().model_input(device) if source is not None else x0
         with amp:
             loss = diffusion_loss(fwd, x, None, obj, gen)

@@ -16,10 +16,9 @@ With ``enabled`` (the switch; on by default) ``DiT`` chains its blocks so that e
 passes per block, each reading x and y once and writing x' and h once. Each program takes a few token rows
 and holds each row as two column tiles, the largest power of two ≤ D and the rest (1152 = 1024 + 128), so
 no lanes idle on padding. (A variant with one program per (sample, row tile), loading the signals once per
-program, measured slower on an H200: 2026-12-01 run 3 in docs/benchmarks.md.) At D = 1152 those two tiles
-get different register layouts and the kernel reaches 2.8 TB/s against 3.9 at D = 768 (run 12), so
-``layout = "chunked"`` offers a second kernel that walks each row in equal power-of-two chunks instead
-(not yet measured on a GPU; ``benchmarks/norm_bandwidth.py`` times both).
+program, measured slower on an H200: 2026-12-01 run 3 in docs/benchmarks.md. So did one padded
+power-of-two tile per row, runs 13–14, and a loop over equal power-of-two chunks with x' re-read from L2,
+run 19: no faster in the compiled XL/2 forward, slower alone.)
 
 The ops here have no backward: ``usable`` allows them only where no autograd graph is recorded.
 Training takes ``fused_norm_train`` (this kernel, also storing each row's mean and 1/std, and a backward
@@ -55,19 +54,6 @@ def reference(x: Tensor, y: Tensor | None, gate: Tensor | None, shift: Tensor, s
 
 
 enabled: bool = True  # False: always the plain PyTorch path (benchmarks and tests compare the two)
-
-# How a program holds its rows: "split" — each row as two column tiles in registers (below); "chunked" — each
-# row in CHUNK-wide pieces, a loop for the statistics (merged chunk by chunk) and a loop re-reading x' (from
-# L2: the program just wrote it) for the output; one register layout, 16-byte accesses, no padding, at the
-# cost of that re-read. Widths without a power-of-two factor ≥ 16 take "split" either way.
-layout: str = "split"
-
-
-def chunk_for(D: int) -> int:
-    """The chunk width of the "chunked" layout for rows of D (the largest power of two dividing D, at most
-    256), or 0 for the split tiles (``layout`` "split", or no such power ≥ 16)."""
-    chunk = min(D & -D, 256)
-    return chunk if layout == "chunked" and chunk >= 16 else 0
 
 
 def records_grad(*tensors: Tensor) -> bool:
@@ -119,19 +105,14 @@ if triton is not None:
         tl.store(H_OUT + offsets, (normed * (1.0 + scale) + shift).to(H_OUT.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _row_block(n_rows, T, D, ROWS: tl.constexpr):
-        """This program's ROWS token rows: their indices, each one's sample (the row of its modulation
-        signals) and its element offset."""
-        rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-        return rows, (rows // T)[:, None], rows[:, None].to(tl.int64) * D
-
-    @triton.jit
     def _add_norm_modulate_kernel(X, Y, GATE, SHIFT, SCALE, X_OUT, H_OUT, MEAN, RSTD, n_rows, T, D,
                                   stride_gate, stride_shift, stride_scale, eps, HAS_ADD: tl.constexpr,
                                   BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr, ROWS: tl.constexpr,
                                   SAVE_STATS: tl.constexpr = False):
-        rows, batch, base = _row_block(n_rows, T, D, ROWS)
+        rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
         row_mask = (rows < n_rows)[:, None]
+        batch = (rows // T)[:, None]  # the sample each token row belongs to: its modulation signals
+        base = rows[:, None].to(tl.int64) * D
         cols_a = tl.arange(0, BLOCK_A)[None, :]
         mask_a = row_mask & (cols_a < BLOCK_A)  # columns always in range: only whole rows are masked
         x_a = _residual_tile(X, Y, GATE, X_OUT, base + cols_a, batch * stride_gate + cols_a, mask_a, HAS_ADD)
@@ -161,60 +142,12 @@ if triton is not None:
 
     _tuned_kernel = triton.autotune(configs=_CONFIGS, key=["D", "HAS_ADD", "SAVE_STATS"])(_add_norm_modulate_kernel)
 
-    @triton.jit
-    def _chunked_norm_modulate_kernel(X, Y, GATE, SHIFT, SCALE, X_OUT, H_OUT, MEAN, RSTD, n_rows, T, D,
-                                      stride_gate, stride_shift, stride_scale, eps, HAS_ADD: tl.constexpr,
-                                      CHUNK: tl.constexpr, N_CHUNKS: tl.constexpr, ROWS: tl.constexpr,
-                                      SAVE_STATS: tl.constexpr = False):
-        rows, batch, base = _row_block(n_rows, T, D, ROWS)
-        row_ok = rows < n_rows
-        cols = tl.arange(0, CHUNK)[None, :]
-        mask = row_ok[:, None] & (cols < CHUNK)  # whole rows masked, never columns
-        mean = tl.zeros([ROWS], dtype=tl.float32)
-        m2 = tl.zeros([ROWS], dtype=tl.float32)  # Σ (x' − mean)² so far
-        for c in range(N_CHUNKS):  # x' chunk by chunk; mean and m2 merged as in Chan et al.'s parallel variance
-            off = c * CHUNK
-            x = _residual_tile(X, Y, GATE, X_OUT, base + off + cols, batch * stride_gate + off + cols, mask,
-                               HAS_ADD)
-            chunk_mean = tl.sum(x, axis=1) / CHUNK
-            centred = x - chunk_mean[:, None]
-            seen = c * CHUNK * 1.0  # columns merged so far, as fp32
-            delta = chunk_mean - mean
-            mean += delta * (CHUNK / (seen + CHUNK))
-            m2 += tl.sum(centred * centred, axis=1) + delta * delta * (seen * CHUNK / (seen + CHUNK))
-        rstd = 1.0 / tl.sqrt(m2 / D + eps)
-        if SAVE_STATS:
-            tl.store(MEAN + rows, mean, mask=row_ok)
-            tl.store(RSTD + rows, rstd, mask=row_ok)
-        tl.debug_barrier()  # x' of this program's rows is written before it is read back
-        for c in range(N_CHUNKS):
-            off = c * CHUNK
-            if HAS_ADD:
-                x = tl.load(X_OUT + base + off + cols, mask=mask, other=0.0).to(tl.float32)
-            else:
-                x = tl.load(X + base + off + cols, mask=mask, other=0.0).to(tl.float32)
-            _modulated_tile(H_OUT, SHIFT, SCALE, base + off + cols, batch * stride_shift + off + cols,
-                            batch * stride_scale + off + cols, (x - mean[:, None]) * rstd[:, None], mask)
-
-    _CHUNKED_CONFIGS = [triton.Config({"ROWS": r}, num_warps=w) for r in (2, 4, 8, 16, 32) for w in (2, 4, 8)
-                        if r * w <= 128]
-    _tuned_chunked = triton.autotune(configs=_CHUNKED_CONFIGS,
-                                     key=["D", "HAS_ADD", "SAVE_STATS"])(_chunked_norm_modulate_kernel)
-
-    def op_kernel(D: int, split=None, chunked=None):
-        """(the autotuned kernel for rows of D under ``layout``, wrapped for a ``triton_op``, its chunk width):
-        ``split`` or ``chunked`` (default: this module's forward kernels; ``fused_norm_train`` passes its
-        backward ones)."""
-        chunk = chunk_for(D)
-        return torch.library.wrap_triton((chunked or _tuned_chunked) if chunk else (split or _tuned_kernel)), chunk
-
     def launch(x: Tensor, y: Tensor | None, gate: Tensor | None, shift: Tensor, scale: Tensor, eps: float,
-               kernel=None, stats: bool = False, chunk: int | None = None, **meta) -> tuple[Tensor, ...]:
+               kernel=None, stats: bool = False, **meta) -> tuple[Tensor, ...]:
         """Run the kernel on (B, T, D) x (and y); signals (B, D) with unit stride along D: (x', h), and with
         ``stats`` also each row's fp32 mean and 1/std (B·T,). ``kernel``: the launcher (the custom ops pass
-        ``wrap_triton`` of the autotuned kernel, ``op_kernel``; the tests pass a plain kernel with ``ROWS`` in
-        ``meta``, for Triton's interpreter on the CPU); ``chunk``: its chunk width, 0 for the split-tile
-        kernel (default: ``chunk_for(D)``)."""
+        ``wrap_triton`` of the autotuned kernel; the tests pass the plain kernel with ``ROWS`` in ``meta``,
+        for Triton's interpreter on the CPU)."""
         B, T, D = x.shape
         x = x.contiguous()
         signals = [s if s.stride(-1) == 1 else s.contiguous() for s in (shift, scale)]
@@ -229,26 +162,21 @@ if triton is not None:
             mean, rstd = (torch.empty(n_rows, dtype=torch.float32, device=x.device) for _ in range(2))
         else:  # never written (SAVE_STATS off); h stands in, so no pointer is null and nothing is allocated
             mean = rstd = h
-        chunk = chunk_for(D) if chunk is None else chunk
-        if chunk:
-            meta.update(CHUNK=chunk, N_CHUNKS=D // chunk)
-        else:
-            block_a = 1 << (D.bit_length() - 1)  # the largest power of two ≤ D, then the rest rounded up
-            meta.update(BLOCK_A=block_a, BLOCK_B=triton.next_power_of_2(D - block_a) if D > block_a else 0)
+        block_a = 1 << (D.bit_length() - 1)  # the largest power of two ≤ D, then the rest rounded up
+        block_b = triton.next_power_of_2(D - block_a) if D > block_a else 0
         grid = lambda meta: (triton.cdiv(n_rows, meta["ROWS"]),)  # noqa: E731
-        k = kernel or (_tuned_chunked if chunk else _tuned_kernel)
+        k = kernel or _tuned_kernel
         k[grid](x, y if has_add else x, gate if has_add else signals[0], signals[0], signals[1], x_out, h,
                 mean, rstd, n_rows, T, D, gate.stride(0) if has_add else 0, signals[0].stride(0),
-                signals[1].stride(0), eps, HAS_ADD=has_add, SAVE_STATS=stats, **meta)
+                signals[1].stride(0), eps, HAS_ADD=has_add, BLOCK_A=block_a, BLOCK_B=block_b,
+                SAVE_STATS=stats, **meta)
         return (x_out, h, mean, rstd) if stats else (x_out, h)
 
     @torch.library.triton_op("hddm::add_norm_modulate", mutates_args=())
     def _add_norm_modulate_op(x: Tensor, y: Tensor, gate: Tensor, shift: Tensor, scale: Tensor,
                               eps: float) -> tuple[Tensor, Tensor]:
-        kernel, chunk = op_kernel(x.shape[-1])
-        return launch(x, y, gate, shift, scale, eps, kernel=kernel, chunk=chunk)
+        return launch(x, y, gate, shift, scale, eps, kernel=torch.library.wrap_triton(_tuned_kernel))
 
     @torch.library.triton_op("hddm::norm_modulate", mutates_args=())
     def _norm_modulate_op(x: Tensor, shift: Tensor, scale: Tensor, eps: float) -> Tensor:
-        kernel, chunk = op_kernel(x.shape[-1])
-        return launch(x, None, None, shift, scale, eps, kernel=kernel, chunk=chunk)[1]
+        return launch(x, None, None, shift, scale, eps, kernel=torch.library.wrap_triton(_tuned_kernel))[1]

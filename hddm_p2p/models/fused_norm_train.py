@@ -18,10 +18,6 @@ keeps the three per-sample column sums in registers, written once per program an
 afterwards. It reads dh, dx'₀, x' and y once and writes dx and dy once; inductor's own backward of the
 same graph reads them several times (the row statistics, then the per-sample sums).
 
-Under ``fused_norm.layout = "chunked"`` both passes walk each row in equal power-of-two chunks instead
-(``_chunked_norm_modulate_backward_kernel``; not yet measured on a GPU: ``train_throughput.py`` row
-``+chunked norm``).
-
 ``enabled`` is on by default. On one H200 (2026-12-01 runs 15 and 16, ``benchmarks/train_throughput.py``, row
 ``+fused norm``) it took a compiled bf16 training step from 44.2 % to 46.8 % MFU at DiT-XL/2 batch 128 and
 from 40.9 % to 45.5 % at DiT-B/2 batch 256. ``add_norm_modulate`` is what the model calls: the sampling
@@ -105,11 +101,11 @@ if triton is not None:
     _MIN_ROWS = 8  # every program gets at least this many rows, whichever ROWS the autotuner picks
 
     @triton.jit
-    def _norm_modulate_backward_kernel(DH, DXO, XO, Y, GATE, SCALE, MEAN, RSTD, DX, DY, PARTIAL, T, D, runs,
-                                       stride_gate, stride_scale, RUN: tl.constexpr, HAS_ADD: tl.constexpr,
-                                       BLOCK_D: tl.constexpr, ROWS: tl.constexpr):
+    def _norm_modulate_backward_kernel(DH, DXO, XO, Y, GATE, SCALE, MEAN, RSTD, DX, DY, PARTIAL, T, D, chunks,
+                         stride_gate, stride_scale, RUN: tl.constexpr, HAS_ADD: tl.constexpr,
+                         BLOCK_D: tl.constexpr, ROWS: tl.constexpr):
         pid = tl.program_id(0)
-        sample = pid // runs
+        sample = pid // chunks
         cols = tl.arange(0, BLOCK_D)
         col_ok = cols < D
         scale = tl.load(SCALE + sample * stride_scale + cols, mask=col_ok, other=0.0).to(tl.float32)
@@ -118,7 +114,7 @@ if triton is not None:
         sum_shift = tl.zeros([BLOCK_D], dtype=tl.float32)
         sum_scale = tl.zeros([BLOCK_D], dtype=tl.float32)
         sum_gate = tl.zeros([BLOCK_D], dtype=tl.float32)
-        start = (pid % runs) * RUN  # RUN rows per program: a constexpr, as Triton 3.6's interpreter
+        start = (pid % chunks) * RUN  # RUN rows per program: a constexpr, as Triton 3.6's interpreter
         end = tl.minimum(start + RUN, T)  # cannot take a loop bound from a runtime argument
         for first in range(0, RUN, ROWS):
             t = start + first + tl.arange(0, ROWS)
@@ -151,68 +147,11 @@ if triton is not None:
 
     _tuned_backward = triton.autotune(configs=_CONFIGS, key=["D", "HAS_ADD"])(_norm_modulate_backward_kernel)
 
-    @triton.jit
-    def _chunked_norm_modulate_backward_kernel(DH, DXO, XO, Y, GATE, SCALE, MEAN, RSTD, DX, DY, PARTIAL, T, D,
-                                               runs, stride_gate, stride_scale, RUN: tl.constexpr,
-                                               HAS_ADD: tl.constexpr, CHUNK: tl.constexpr,
-                                               N_CHUNKS: tl.constexpr, ROWS: tl.constexpr):
-        """The backward for ``fused_norm.layout`` "chunked": each block of ROWS rows is walked twice in
-        CHUNK-wide pieces, once for the row sums of dn and dn·n, once (re-reading dh and x' from L2) for dx
-        and dy; the per-sample column sums are added into this program's slot of PARTIAL (zeroed) piece by
-        piece, as no register array can hold a whole row's columns across the row loop here."""
-        pid = tl.program_id(0)
-        sample = pid // runs
-        cols = tl.arange(0, CHUNK)
-        start = (pid % runs) * RUN
-        end = tl.minimum(start + RUN, T)
-        partial = PARTIAL + pid.to(tl.int64) * 3 * D  # (programs, 3, D): shift, scale, gate sums
-        for first in range(0, RUN, ROWS):
-            t = start + first + tl.arange(0, ROWS)
-            row_ok = t < end
-            rows = sample * T + t
-            base = rows[:, None].to(tl.int64) * D + cols[None, :]
-            mask = row_ok[:, None] & (cols[None, :] < CHUNK)
-            mean = tl.load(MEAN + rows, mask=row_ok, other=0.0)[:, None]
-            rstd = tl.load(RSTD + rows, mask=row_ok, other=0.0)[:, None]
-            sum_dn = tl.zeros([ROWS], dtype=tl.float32)
-            sum_dn_n = tl.zeros([ROWS], dtype=tl.float32)
-            for c in range(N_CHUNKS):
-                off = c * CHUNK
-                dh = tl.load(DH + base + off, mask=mask, other=0.0).to(tl.float32)
-                xo = tl.load(XO + base + off, mask=mask, other=0.0).to(tl.float32)
-                scale = tl.load(SCALE + sample * stride_scale + off + cols).to(tl.float32)
-                dn = dh * (1.0 + scale[None, :])
-                sum_dn += tl.sum(dn, axis=1)
-                sum_dn_n += tl.sum(dn * tl.where(mask, (xo - mean) * rstd, 0.0), axis=1)
-            mean_dn = (sum_dn / D)[:, None]
-            mean_dn_n = (sum_dn_n / D)[:, None]
-            for c in range(N_CHUNKS):
-                off = c * CHUNK
-                dh = tl.load(DH + base + off, mask=mask, other=0.0).to(tl.float32)
-                xo = tl.load(XO + base + off, mask=mask, other=0.0).to(tl.float32)
-                normed = tl.where(mask, (xo - mean) * rstd, 0.0)
-                scale = tl.load(SCALE + sample * stride_scale + off + cols).to(tl.float32)
-                dx = rstd * (dh * (1.0 + scale[None, :]) - mean_dn - normed * mean_dn_n)
-                slot = partial + off + cols
-                tl.store(slot, tl.load(slot) + tl.sum(dh, axis=0))
-                tl.store(slot + D, tl.load(slot + D) + tl.sum(dh * normed, axis=0))
-                if HAS_ADD:
-                    dx += tl.load(DXO + base + off, mask=mask, other=0.0).to(tl.float32)
-                    y = tl.load(Y + base + off, mask=mask, other=0.0).to(tl.float32)
-                    gate = tl.load(GATE + sample * stride_gate + off + cols).to(tl.float32)
-                    tl.store(DY + base + off, (gate[None, :] * dx).to(DY.dtype.element_ty), mask=mask)
-                    tl.store(slot + 2 * D, tl.load(slot + 2 * D) + tl.sum(tl.where(mask, dx * y, 0.0), axis=0))
-                tl.store(DX + base + off, dx.to(DX.dtype.element_ty), mask=mask)
-
-    _CHUNKED_CONFIGS = [triton.Config({"ROWS": r}, num_warps=w) for r in (2, 4, 8, 16) for w in (2, 4, 8)]
-    _tuned_chunked_backward = triton.autotune(configs=_CHUNKED_CONFIGS,
-                                              key=["D", "HAS_ADD"])(_chunked_norm_modulate_backward_kernel)
-
     def launch_backward(grad_h: Tensor, grad_x_out: Tensor | None, x_out: Tensor, y: Tensor | None,
                         gate: Tensor | None, scale: Tensor, mean: Tensor, rstd: Tensor, kernel=None,
-                        chunk: int | None = None, **meta) -> tuple[Tensor, ...]:
+                        **meta) -> tuple[Tensor, ...]:
         """(dx, dy, dshift, dscale, dgate) with y (and grad_x_out, gate), else (dx, dshift, dscale); the
-        per-sample sums in fp32. ``kernel``/``chunk``/``meta``: as ``fused_norm.launch``."""
+        per-sample sums in fp32. ``kernel``/``meta``: as ``fused_norm.launch``."""
         B, T, D = x_out.shape
         has_add = y is not None
         grad_h, x_out = grad_h.contiguous(), x_out.contiguous()
@@ -222,50 +161,43 @@ if triton is not None:
             grad_x_out, y = grad_x_out.contiguous(), y.contiguous()
             gate = gate if gate.stride(-1) == 1 else gate.contiguous()
             dy = torch.empty_like(y)
-        runs = chunks_per_sample(B, T, _MIN_ROWS)  # programs per sample, each taking a run of its rows
-        run = -(-T // runs)
-        runs = -(-T // run)
-        chunk = fused_norm.chunk_for(D) if chunk is None else chunk
-        if chunk:  # the chunked kernel adds into its slots
-            partial = torch.zeros(B * runs, 3, D, dtype=torch.float32, device=x_out.device)
-            meta.update(CHUNK=chunk, N_CHUNKS=D // chunk)
-        else:
-            partial = torch.empty(B * runs, 3, D, dtype=torch.float32, device=x_out.device)
-            meta.update(BLOCK_D=triton.next_power_of_2(D))
-        k = kernel or (_tuned_chunked_backward if chunk else _tuned_backward)
-        k[(B * runs,)](grad_h, grad_x_out if has_add else grad_h, x_out, y if has_add else x_out,
+        chunks = chunks_per_sample(B, T, _MIN_ROWS)
+        rows_per_chunk = -(-T // chunks)
+        chunks = -(-T // rows_per_chunk)
+        partial = torch.empty(B * chunks, 3, D, dtype=torch.float32, device=x_out.device)
+        k = kernel or _tuned_backward
+        k[(B * chunks,)](grad_h, grad_x_out if has_add else grad_h, x_out, y if has_add else x_out,
                          gate if has_add else scale, scale, mean, rstd, dx, dy if has_add else dx, partial,
-                         T, D, runs, gate.stride(0) if has_add else 0, scale.stride(0),
-                         RUN=run, HAS_ADD=has_add, **meta)
-        partial = partial.view(B, runs, 3, D)
+                         T, D, chunks, gate.stride(0) if has_add else 0, scale.stride(0),
+                         RUN=rows_per_chunk, HAS_ADD=has_add, BLOCK_D=triton.next_power_of_2(D), **meta)
+        partial = partial.view(B, chunks, 3, D)
         dshift, dscale = partial[:, :, 0].sum(1), partial[:, :, 1].sum(1)  # separate tensors: an op's
         if has_add:                                                        # outputs may not alias
             return dx, dy, dshift, dscale, partial[:, :, 2].sum(1)
         return dx, dshift, dscale
 
+    def _forward_kernel():
+        return torch.library.wrap_triton(fused_norm._tuned_kernel)
 
     @torch.library.triton_op("hddm::add_norm_modulate_stats", mutates_args=())
     def _add_norm_modulate_stats(x: Tensor, y: Tensor, gate: Tensor, shift: Tensor, scale: Tensor,
                                  eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        kernel, chunk = fused_norm.op_kernel(x.shape[-1])
-        return fused_norm.launch(x, y, gate, shift, scale, eps, kernel=kernel, chunk=chunk, stats=True)
+        return fused_norm.launch(x, y, gate, shift, scale, eps, kernel=_forward_kernel(), stats=True)
 
     @torch.library.triton_op("hddm::norm_modulate_stats", mutates_args=())
     def _norm_modulate_stats(x: Tensor, shift: Tensor, scale: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
-        kernel, chunk = fused_norm.op_kernel(x.shape[-1])
-        _, h, mean, rstd = fused_norm.launch(x, None, None, shift, scale, eps, kernel=kernel, chunk=chunk,
-                                             stats=True)
+        _, h, mean, rstd = fused_norm.launch(x, None, None, shift, scale, eps, kernel=_forward_kernel(), stats=True)
         return h, mean, rstd
 
     @torch.library.triton_op("hddm::add_norm_modulate_backward", mutates_args=())
     def _add_norm_modulate_backward(grad_h: Tensor, grad_x_out: Tensor, x_out: Tensor, y: Tensor, gate: Tensor,
                                     scale: Tensor, mean: Tensor, rstd: Tensor
                                     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        kernel, chunk = fused_norm.op_kernel(x_out.shape[-1], _tuned_backward, _tuned_chunked_backward)
-        return launch_backward(grad_h, grad_x_out, x_out, y, gate, scale, mean, rstd, kernel=kernel, chunk=chunk)
+        return launch_backward(grad_h, grad_x_out, x_out, y, gate, scale, mean, rstd,
+                               kernel=torch.library.wrap_triton(_tuned_backward))
 
     @torch.library.triton_op("hddm::norm_modulate_backward", mutates_args=())
     def _norm_modulate_backward(grad_h: Tensor, x: Tensor, scale: Tensor, mean: Tensor,
                                 rstd: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        kernel, chunk = fused_norm.op_kernel(x.shape[-1], _tuned_backward, _tuned_chunked_backward)
-        return launch_backward(grad_h, None, x, None, None, scale, mean, rstd, kernel=kernel, chunk=chunk)
+        return launch_backward(grad_h, None, x, None, None, scale, mean, rstd,
+                               kernel=torch.library.wrap_triton(_tuned_backward))

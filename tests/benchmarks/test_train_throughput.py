@@ -37,20 +37,23 @@ def test_train_throughput_ladder_prints_one_row_per_step(tmp_path):
     assert bad.returncode != 0 and "unknown variant 'fast'" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_train_throughput_data_and_clip_rows(tmp_path):
+def test_train_throughput_data_clip_and_graph_rows(tmp_path):
     """The data rows draw every step's batch from the training loop's ``MemorySource``; on the CPU the GPU-resident
     row reports why it cannot run instead of failing the script; the clip row steps the fused AdamW with the
-    clipping factor (CPU fused AdamW)."""
+    clipping factor (CPU fused AdamW); the CUDA-graph row compiles with ``mode="reduce-overhead"`` (no graphs on
+    the CPU) and marks each step's start."""
     import json
     import os
 
     log = tmp_path / "rows.jsonl"
     out = subprocess.run([sys.executable, str(SCRIPT), "--arch", "tiny", "--batch", "2", "--steps", "2", "--warmup", "1",
-                          "--device", "cpu", "--variants", "+data from host memory,+data on the GPU,+clip in the step", "--json",
+                          "--device", "cpu", "--variants", "+data from host memory,+data on the GPU,+clip in the step,+cuda graphs",
+                          "--json",
                           str(log)],
                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr
-    host, resident, clip = [json.loads(line) for line in log.read_text().splitlines()]
+    host, resident, clip, graphs = [json.loads(line) for line in log.read_text().splitlines()]
     assert host["mode"] == "+data from host memory" and host["images_per_s"] > 0
     assert "stay in host memory" in resident["error"]
     assert clip["mode"] == "+clip in the step" and clip["images_per_s"] > 0
+    assert graphs["mode"] == "+cuda graphs" and graphs["images_per_s"] > 0

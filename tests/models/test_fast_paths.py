@@ -146,22 +146,15 @@ torch.manual_seed(0)
 worst = 0.0
 cases = [(48, 5, 3, torch.float32, 2), (72, 4, 2, torch.float32, 4), (88, 3, 2, torch.float32, 2),
          (64, 3, 3, torch.float32, 4), (96, 3, 2, torch.bfloat16, 1), (384, 5, 2, torch.float32, 4)]
-# split tiles: 32+16, 64+8, 64+(24 of 32), 64 alone, 64+32, 256+128; chunked (where D has a power-of-two
-# factor ≥ 16): 3×16, 1×64, 3×32, 3×128
-chunked = 0
-for D, T, B, dtype, rows in cases:
+for D, T, B, dtype, rows in cases:  # two column tiles: 32+16, 64+8, 64+(24 of 32), 64 alone, 64+32, 256+128
     offset = 20 if dtype == torch.float32 else 0  # fp32 rows with a mean well off 0 (bf16 would lose x there)
     x, y = (torch.randn(B, T, D) + offset).to(dtype), torch.randn(B, T, D).to(dtype)
     signals = torch.randn(B, 6, D).to(dtype)  # (B, 6, D) unbound: signals with a row stride of 6·D
     shift, scale, gate = signals[:, 0], signals[:, 1], signals[:, 2]
-    fn.layout = "chunked"
-    chunk = fn.chunk_for(D)
-    kernels = [(fn._add_norm_modulate_kernel, 0)] + ([(fn._chunked_norm_modulate_kernel, chunk)] if chunk else [])
-    chunked += len(kernels) - 1
-    for (kernel, chunk), add in ((k, a) for k in kernels for a in (True, False)):
+    for add in (True, False):
         ref_x, ref_h = fn.reference(x, y if add else None, gate if add else None, shift, scale, 1e-6)
         out_x, out_h = fn.launch(x, y if add else None, gate if add else None, shift, scale, 1e-6,
-                                 kernel=kernel, chunk=chunk, ROWS=rows)
+                                 kernel=fn._add_norm_modulate_kernel, ROWS=rows)
         for out, ref in ((out_x, ref_x), (out_h, ref_h)):
             assert out.dtype == ref.dtype and out.shape == ref.shape
             if dtype == torch.float32:
@@ -171,16 +164,14 @@ for D, T, B, dtype, rows in cases:
             else:  # bf16: the kernel rounds x + gate*y once where eager rounds the product and the sum
                 rel = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
                 assert rel < 1e-2, (D, add, rel)
-assert chunked == 4
 print("ok", worst)
 """
 
 
 def test_fused_norm_kernel_matches_the_plain_path_in_tritons_interpreter():
-    """Both Triton kernels' arithmetic, on the CPU: D not a power of two (split tiles: the second exact,
-    padded, or absent; chunked: one or several chunks), several rows per program (a partial last program),
-    strided signals, rows whose mean is far from 0, with and without the residual add; fp32 to 1e-5 and bf16
-    to its rounding."""
+    """The Triton kernel's arithmetic, on the CPU: D not a power of two (second column tile exact, padded, or
+    absent), several rows per program (a partial last program), strided signals, rows whose mean is far from 0,
+    with and without the residual add; fp32 to 1e-5 and bf16 to its rounding."""
     import subprocess
     import sys
 

@@ -2,7 +2,6 @@
 statistics and the backward kernel against autograd through the plain PyTorch pass. The CPU tests run the
 kernels in Triton's interpreter; the CUDA tests (GPU machine) run the autograd function and a compiled DiT."""
 
-import os
 import subprocess
 import sys
 
@@ -20,19 +19,12 @@ import torch
 from hddm_p2p.models import fused_norm as fn, fused_norm_train as ft
 torch.manual_seed(0)
 eps = 1e-6
-# (D, T, B, rows per program): D a power of two or not (split forward tiles, a masked backward tile; chunked
-# kernels where D has a power-of-two factor ≥ 16: 3×16, 1×64, 3×32, 3×128); T not a multiple of the rows
-# (partial runs); several programs per sample (T > 8 rows)
+# (D, T, B, rows per program): D a power of two or not (split forward tiles, a masked backward tile); T not a
+# multiple of the rows (partial runs); several programs per sample (T > 8 rows)
 cases = [(48, 5, 3, 2), (72, 20, 2, 4), (64, 3, 2, 1), (96, 33, 2, 8), (384, 20, 2, 4)]
-fn.layout = "chunked"
-worst, chunked = 0.0, 0
+worst = 0.0
 for D, T, B, rows in cases:
-    chunk = fn.chunk_for(D)
-    layouts = [(fn._add_norm_modulate_kernel, ft._norm_modulate_backward_kernel, 0)]
-    if chunk:
-        layouts.append((fn._chunked_norm_modulate_kernel, ft._chunked_norm_modulate_backward_kernel, chunk))
-        chunked += 1
-    for (forward, backward, chunk), add in ((k, a) for k in layouts for a in (True, False)):
+    for add in (True, False):
         x, y = torch.randn(B, T, D, dtype=torch.float64), torch.randn(B, T, D, dtype=torch.float64)
         signals = torch.randn(B, 6, D, dtype=torch.float64)  # unbound (B, D) views with a row stride of 6·D
         leaves = [t.clone().float().requires_grad_() for t in (x, y, signals)]
@@ -43,26 +35,25 @@ for D, T, B, rows in cases:
         ((ref_x * g_x).sum() * add + (ref_h * g_h).sum()).backward()
         with torch.no_grad():
             x_out, h, mean, rstd = fn.launch(xl, yl if add else None, gate if add else None, shift, scale, eps,
-                                             kernel=forward, chunk=chunk, stats=True, ROWS=rows)
+                                             kernel=fn._add_norm_modulate_kernel, stats=True, ROWS=rows)
             assert (h - ref_h).abs().max() <= 1e-5 and (x_out - ref_x).abs().max() <= 1e-5
             assert (mean - ref_x.mean(-1).flatten()).abs().max() <= 1e-5
             ref_rstd = (ref_x.var(-1, unbiased=False).flatten() + eps).rsqrt()
             assert ((rstd - ref_rstd).abs() / rstd).max() <= 1e-5
             grads = ft.launch_backward(g_h, g_x if add else None, x_out, yl if add else None, gate if add else None,
-                                       scale, mean, rstd, kernel=backward, chunk=chunk, ROWS=rows)
+                                       scale, mean, rstd, kernel=ft._norm_modulate_backward_kernel, ROWS=rows)
         d_signals = torch.zeros_like(sl)
         if add:
             dx, dy, dshift, dscale, dgate = grads
             d_signals[:, 2] = dgate
-            assert (dy - yl.grad).abs().max() <= 1e-4, (D, T, chunk, "dy")
+            assert (dy - yl.grad).abs().max() <= 1e-4, (D, T, "dy")
         else:
             dx, dshift, dscale = grads
         d_signals[:, 0], d_signals[:, 1] = dshift, dscale
         for got, ref, name in ((dx, xl.grad, "dx"), (d_signals, sl.grad, "signals")):
             err = ((got - ref).abs().max() / ref.abs().max()).item()
-            assert err <= 1e-5, (D, T, chunk, add, name, err)
+            assert err <= 1e-5, (D, T, add, name, err)
             worst = max(worst, err)
-assert chunked == 4
 print("ok", worst)
 """
 
@@ -85,9 +76,6 @@ from hddm_p2p.models import build_dit, fused_norm as fn, fused_norm_train as ft
 one = [triton.Config({"ROWS": 2}, num_warps=4)]  # one config: the autotuners need no GPU to pick
 fn._tuned_kernel = triton.autotune(configs=one, key=["D"])(fn._add_norm_modulate_kernel)
 ft._tuned_backward = triton.autotune(configs=one, key=["D"])(ft._norm_modulate_backward_kernel)
-fn._tuned_chunked = triton.autotune(configs=one, key=["D"])(fn._chunked_norm_modulate_kernel)
-ft._tuned_chunked_backward = triton.autotune(configs=one, key=["D"])(ft._chunked_norm_modulate_backward_kernel)
-fn.layout = os.environ["LAYOUT"]
 calls = []
 launch_backward = ft.launch_backward
 ft.launch_backward = lambda *a, **k: calls.append(a[3] is not None) or launch_backward(*a, **k)
@@ -129,14 +117,12 @@ print("ok", worst)
 """
 
 
-@pytest.mark.parametrize("layout", ["split", "chunked"])
-def test_dit_trains_through_the_autograd_function_in_tritons_interpreter(layout):
+def test_dit_trains_through_the_autograd_function_in_tritons_interpreter():
     """Whole DiTs forward and backward with ``enabled`` (AdaLN-Single chained blocks; AdaLN-Zero text blocks
     with cross-attention): every norm pass (with or without a residual, the final layer's) through the
     autograd function and both kernels, gradients of every parameter equal to the plain model's (fp32)."""
     pytest.importorskip("triton")
-    done = subprocess.run([sys.executable, "-c", _INTERPRETED_DIT], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "LAYOUT": layout})
+    done = subprocess.run([sys.executable, "-c", _INTERPRETED_DIT], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.startswith("ok"), done.stderr[-2000:]
 
 
@@ -171,11 +157,8 @@ def _grads(model, x, t, fused):
 
 @cuda
 @pytest.mark.parametrize("compiled", [False, True])
-@pytest.mark.parametrize("layout", ["split", "chunked"])
-def test_dit_training_step_matches_with_the_fused_norm_kernels(compiled, layout, monkeypatch):
+def test_dit_training_step_matches_with_the_fused_norm_kernels(compiled):
     from hddm_p2p.models import build_dit
-
-    monkeypatch.setattr(fused_norm, "layout", layout)  # DiT-S/2: D = 384, three 128-wide chunks
 
     torch.manual_seed(0)
     model = build_dit("DiT-S/2", input_size=16, in_channels=4).cuda()
