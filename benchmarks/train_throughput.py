@@ -20,8 +20,7 @@ whole model compiled with the MLP's GELU and GELU' inside cuBLASLt matmul epilog
 (``hddm_p2p.models.fused_mlp``; the other rows leave GELU to inductor); ``+fused norm``: that, and each
 residual add + LayerNorm + modulate pass and its backward as one Triton kernel each
 (``hddm_p2p.models.fused_norm_train``; the other rows leave them to inductor); ``+coordinate descent on top``: the
-``+fused norm`` row with inductor's coordinate-descent tuning; ``+split qkv``: the ``+fused norm`` row with
-attention's q, k, v projected by three matmuls, so their gradients need no packing (``split_qkv``); ``+cuda graphs``: the ``+fused norm`` row with
+``+fused norm`` row with inductor's coordinate-descent tuning; ``+cuda graphs``: the ``+fused norm`` row with
 the forward and backward replayed as CUDA graphs (``mode="reduce-overhead"``); ``+clip in the step``: that row with the
 gradient-clipping factor handed to the fused AdamW step instead of a pass scaling the gradients
 (``hddm_p2p.train.clip``); ``+data from host memory`` /
@@ -47,7 +46,7 @@ from contextlib import nullcontext
 import torch
 from _common import attention_backend, fresh_compiles, kernel_breakdown, peak_tflops
 
-from hddm_p2p.models import build_dit, fused_norm_train, get_preset, split_qkv
+from hddm_p2p.models import build_dit, fused_norm_train, get_preset
 from hddm_p2p.train.data import InMemoryData, MemorySource
 from hddm_p2p.models.flops import dit_flops
 from hddm_p2p.models.layers import Mlp
@@ -70,7 +69,6 @@ class Variant:
     inductor: tuple = ()           # inductor config overrides, (("coordinate_descent_tuning", True),)
     gelu_epilogues: bool = False   # the MLP's GELU inside cuBLASLt epilogues (``hddm_p2p.models.fused_mlp``)
     fused_norm: bool = False       # the norm passes' Triton forward + backward (``hddm_p2p.models.fused_norm_train``)
-    split_qkv: bool = False        # q, k, v as three matmuls while training (``hddm_p2p.models.split_qkv``)
     clip: str = "separate"         # "separate": ``clip_grad_norm_`` | "fold": the factor passed to the fused
                                    # AdamW step (``hddm_p2p.train.clip``; the training loop's default)
     data: str = "synthetic"        # "synthetic": one latent batch on the GPU | "host" / "resident": batches drawn
@@ -95,8 +93,6 @@ LADDER: dict[str, Variant] = {v.name: v for v in [
     Variant("+fused norm", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True),
     Variant("+clip in the step", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True,
             clip="fold"),
-    Variant("+split qkv", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True,
-            split_qkv=True),
     Variant("+cuda graphs", "bf16", compile="model", mode="reduce-overhead", residual="bf16", gelu_epilogues=True,
             fused_norm=True),
     Variant("+cuda graphs and coordinate descent", "bf16", compile="model", mode="reduce-overhead", residual="bf16",
@@ -140,7 +136,6 @@ def _time_training(arch: str, batch: int, steps: int, warmup: int, device: torch
     torch.backends.cuda.matmul.allow_tf32 = v.dtype != "fp32"
     Mlp.fused_gelu_training = v.gelu_epilogues
     fused_norm_train.enabled = v.fused_norm and device.type == "cuda"
-    split_qkv.enabled = v.split_qkv
     torch.backends.cudnn.allow_tf32 = v.dtype != "fp32"
     torch.manual_seed(0)
     cfg = get_preset(arch, input_size=32, in_channels=4)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hddm_p2p.models import fused_mlp, split_qkv
+from hddm_p2p.models import fused_mlp
 from hddm_p2p.models.fused_mlp import linear
 from hddm_p2p.models.fused_norm import modulate  # noqa: F401 (re-exported)
 from hddm_p2p.models.fused_norm_train import add_norm_modulate
@@ -157,11 +157,8 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         B, T, D = x.shape
-        if split_qkv.usable(self.qkv, x):  # training: three projections, no packing of their gradients
-            q, k, v = split_qkv.project(self.qkv, x, self.num_heads)
-        else:
-            q, k, v = linear(self.qkv, x).reshape(B, T, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, T, D/H)
+        qkv = linear(self.qkv, x).reshape(B, T, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, H, T, D/H)
         return linear(self.proj, out.transpose(1, 2).reshape(B, T, D))
 
 
