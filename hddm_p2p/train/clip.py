@@ -6,6 +6,10 @@ fp32 gradients: 2.7 GB, then 5.4 GB). A fused Adam/AdamW step already reads each
 ``grad_scale`` tensor that it divides them by on the fly (the hook ``torch.amp.GradScaler`` uses), so the
 clipping factor can ride along instead: the same update without the scaling pass. Optimizers without that
 hook (foreach, CPU-only, sharded parameters) get the in-place multiply as before.
+
+Measured on an H200 (2026-12-01 run 20, DiT-XL/2 batch 128, ``benchmarks/train_throughput.py`` row ``+clip in
+the step``): the scaling pass (1.0 ms) goes, but the fused step takes 0.7 ms longer with a scale to apply, so
+the step time stays at 198.2 ms. It stays the default as the same updates at the same speed.
 """
 
 from __future__ import annotations
