@@ -118,10 +118,13 @@ def add_shape_args(ap, iters: int = 10) -> None:
     ap.add_argument("--json", help="append one JSON line per row to this file")
 
 
-def shape_setup(args) -> tuple[list[tuple[str, int]], torch.device, torch.dtype]:
-    """(arch, batch) pairs, the device and the dtype (bf16 on a GPU, fp32 on the CPU); prints the device line."""
+def shape_setup(ap, args, extra: str = "") -> tuple[list[tuple[str, int]], torch.device, torch.dtype]:
+    """(arch, batch) pairs, the device and the dtype (bf16 on a GPU, fp32 on the CPU); prints the device line
+    (with ``extra`` appended); exits through ``ap.error`` unless each --arch has its --batch."""
+    archs, batches = args.arch or ["DiT-XL/2"], args.batch or [128]
+    if len(batches) != len(archs):
+        ap.error("give one --batch per --arch")
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    print(f"device: {torch.cuda.get_device_name(device) if cuda else 'cpu'}; torch {torch.__version__}")
-    pairs = list(zip(args.arch or ["DiT-XL/2"], args.batch or [128]))
-    return pairs, device, torch.bfloat16 if cuda else torch.float32
+    print(f"device: {torch.cuda.get_device_name(device) if cuda else 'cpu'}; torch {torch.__version__}{extra}")
+    return list(zip(archs, batches)), device, torch.bfloat16 if cuda else torch.float32

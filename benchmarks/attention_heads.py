@@ -52,7 +52,7 @@ def main(argv=None) -> None:
     ap.add_argument("--pad", action="append", type=int, default=[], help="also time heads padded to this width")
     ap.add_argument("--backends", default=None, help="comma-separated: cudnn,flash,efficient (GPU), math (CPU)")
     args = ap.parse_args(argv)
-    pairs, device, dtype = shape_setup(args)
+    pairs, device, dtype = shape_setup(ap, args)
     cuda = device.type == "cuda"
     backends = (args.backends or ("cudnn,flash,efficient" if cuda else "auto")).split(",")
     print(f"{'arch':10} {'batch':>5} {'heads':>5} {'d':>4} {'backend':>10} {'ms':>8} {'TFLOP/s':>8} {'vs real d':>9}")

@@ -19,7 +19,7 @@ import json
 import torch
 import torch.nn.functional as F
 
-from _common import median_time
+from _common import add_shape_args, median_time, shape_setup
 
 from hddm_p2p.models import cublaslt, get_preset
 
@@ -56,23 +56,13 @@ def cases(tokens: int, d: int, device, dtype):
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", action="append", help="DiT preset(s), e.g. DiT-XL/2 (repeatable)")
-    ap.add_argument("--batch", action="append", type=int, help="batch per --arch (32×32 latents)")
-    ap.add_argument("--input-size", type=int, default=32)
-    ap.add_argument("--iters", type=int, default=20)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--json", help="append one JSON line per row here")
+    add_shape_args(ap, iters=20)
     args = ap.parse_args(argv)
-    archs, batches = args.arch or ["DiT-XL/2"], args.batch or [128]
-    if len(batches) != len(archs):
-        ap.error("give one --batch per --arch")
-    device = torch.device(args.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    pairs, device, dtype = shape_setup(ap, args, f"; cuBLASLt found: {cublaslt.available()}")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"device: {name}; torch {torch.__version__}; cuBLASLt found: {cublaslt.available()}")
     print(f"{'arch':10} {'gemm':20} {'tokens':>7} {'pytorch ms':>10} {'lt first':>9} {'lt tuned':>9} "
           f"{'tuned TF/s':>10} {'vs pytorch':>10} {'picked':>8}")
-    for arch, batch in zip(archs, batches):
+    for arch, batch in pairs:
         cfg = get_preset(arch, input_size=args.input_size, in_channels=4)
         tokens = batch * (args.input_size // cfg.patch_size) ** 2
         for gemm, flops, ref, lt in cases(tokens, cfg.hidden_size, device, dtype):

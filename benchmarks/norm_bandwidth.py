@@ -28,7 +28,7 @@ def main(argv=None) -> None:
     add_shape_args(ap)
     ap.add_argument("--inner", type=int, default=50, help="back-to-back calls per timed round")
     args = ap.parse_args(argv)
-    pairs, device, dtype = shape_setup(args)
+    pairs, device, dtype = shape_setup(ap, args)
     cuda = device.type == "cuda"
     print(f"{'arch':10} {'tokens':>7} {'width':>6} {'kernel ms':>10} {'TB/s':>6} {'norm ms':>8} {'TB/s':>6} "
           f"{'add ms':>8} {'TB/s':>6} {'config':>20}")

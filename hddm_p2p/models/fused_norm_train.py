@@ -102,8 +102,8 @@ if triton is not None:
 
     @triton.jit
     def _norm_modulate_backward_kernel(DH, DXO, XO, Y, GATE, SCALE, MEAN, RSTD, DX, DY, PARTIAL, T, D, chunks,
-                         stride_gate, stride_scale, RUN: tl.constexpr, HAS_ADD: tl.constexpr,
-                         BLOCK_D: tl.constexpr, ROWS: tl.constexpr):
+                                       stride_gate, stride_scale, RUN: tl.constexpr, HAS_ADD: tl.constexpr,
+                                       BLOCK_D: tl.constexpr, ROWS: tl.constexpr):
         pid = tl.program_id(0)
         sample = pid // chunks
         cols = tl.arange(0, BLOCK_D)

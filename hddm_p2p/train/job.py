@@ -154,7 +154,8 @@ def _run_info(job: ExpertJob, obj: ObjectiveConfig, data: InMemoryData) -> dict:
     return {"step": 0, "event": "start", "arch": job.arch, "adaln": job.adaln, "lr": job.train.lr,
             "warmup_steps": job.train.warmup_steps, "ema_decay": job.train.ema_decay, "grad_clip": job.train.grad_clip,
             "time_sampling": obj.time_sampling, "cond_dropout": obj.cond_dropout, "precision": job.train.precision,
-            "compile": job.train.compile, "residual": job.train.residual, "stream": job.stream, "samples": None if job.stream else len(data),
+            "compile": job.train.compile, "residual": job.train.residual, "stream": job.stream,
+            "samples": None if job.stream else len(data),
             "skipped_samples": data.skipped, "init_from": str(job.init_from) if job.init_from else None,
             "labels": list(job.labels) if job.labels else None, "cluster_id": job.cluster_id}
 

@@ -211,9 +211,9 @@ class Trainer:
             loss = diffusion_loss(self.forward, x0, cond, self.obj, self.gen, part=self.dist.part(x0.shape[0]))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        clip = clipped_step(self.opt, self.model.parameters(), self.cfg.grad_clip) if self.cfg.grad_clip > 0 \
-            else nullcontext()
-        with clip:  # the clipping factor goes to the fused AdamW step instead of a pass over the gradients
+        clip = self.cfg.grad_clip
+        with clipped_step(self.opt, self.model.parameters(), clip) if clip > 0 else nullcontext():
+            # the clipping factor goes to the fused AdamW step instead of a pass over the gradients
             self.opt.step()
         self.sched.step()
         self.ema.update(self.model, self.step)

@@ -18,3 +18,9 @@ def test_attention_heads_times_real_and_padded_widths(tmp_path):
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["width"] for r in rows] == [rows[0]["real_width"], 64]
     assert rows[0]["vs_real"] == 1.0 and all(r["seconds"] > 0 and r["tflops"] > 0 for r in rows)
+
+
+def test_each_arch_needs_its_batch():
+    out = subprocess.run([sys.executable, str(SCRIPT), "--arch", "tiny", "--arch", "tiny", "--batch", "2",
+                          "--device", "cpu"], capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "give one --batch per --arch" in out.stderr and "Traceback" not in out.stderr

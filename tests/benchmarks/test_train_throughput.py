@@ -46,10 +46,9 @@ def test_train_throughput_data_clip_and_graph_rows(tmp_path):
     import os
 
     log = tmp_path / "rows.jsonl"
+    rows = "+data from host memory,+data on the GPU,+clip in the step,+cuda graphs"
     out = subprocess.run([sys.executable, str(SCRIPT), "--arch", "tiny", "--batch", "2", "--steps", "2", "--warmup", "1",
-                          "--device", "cpu", "--variants", "+data from host memory,+data on the GPU,+clip in the step,+cuda graphs",
-                          "--json",
-                          str(log)],
+                          "--device", "cpu", "--variants", rows, "--json", str(log)],
                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr
     host, resident, clip, graphs = [json.loads(line) for line in log.read_text().splitlines()]
