@@ -16,6 +16,9 @@ activations; no autocast), in eval mode under ``torch.inference_mode``. Rows (``
                                              (the fastest of cuBLASLt's candidates, measured on first call)
                                              instead of PyTorch's call (the heuristic's first pick)
     hddm compile+graphs / diffusers compile+graphs   + CUDA graphs (``mode="reduce-overhead"``)
+    hddm compile+sm90(+graphs)               fc1 + GELU as a CUTLASS kernel (``hddm_p2p.models.sm90_gemm``, Hopper
+                                             only; the fastest of its tile shapes) instead of cuBLASLt's epilogue;
+                                             ``+sm90all``: qkv, proj and fc2 as CUTLASS kernels too
     hddm compile -norm                       without the fused norm (inductor fuses those steps itself)
     hddm compile -gelu                       without either fusion (GELU as a separate pass)
     hddm compile+cudnn                       + SDPA's cuDNN attention backend
@@ -48,7 +51,7 @@ from _common import attention_backend, fresh_compiles, kernel_breakdown, peak_tf
 
 from hddm_p2p.models import build_dit, get_preset
 from hddm_p2p.models.flops import dit_flops
-from hddm_p2p.models import cublaslt
+from hddm_p2p.models import cublaslt, sm90_gemm
 from hddm_p2p.models import fused_norm as fused_norm_kernel
 from hddm_p2p.models.layers import Mlp
 
@@ -63,6 +66,9 @@ VARIANTS = {
     "hddm compile": ("default", True, True, "auto"),
     "hddm compile+lt": ("default", True, True, "auto"),
     "hddm compile+graphs": ("reduce-overhead", True, True, "auto"),
+    "hddm compile+sm90": ("default", True, True, "auto"),
+    "hddm compile+sm90+graphs": ("reduce-overhead", True, True, "auto"),
+    "hddm compile+sm90all+graphs": ("reduce-overhead", True, True, "auto"),
     "diffusers compile+graphs": ("reduce-overhead", False, False, "auto"),
     "hddm compile+cudnn": ("default", True, True, "cudnn"),
     "hddm compile+flash": ("default", True, True, "flash"),
@@ -136,6 +142,8 @@ def run_variant(arch: str, variant: str, batch: int, args, device: torch.device)
     Mlp.fused_gelu = fused_gelu
     fused_norm_kernel.enabled = fused_norm
     cublaslt.sampling = "+lt" in variant
+    sm90_gemm.enabled = "+sm90" in variant
+    sm90_gemm.plain = "+sm90all" in variant
     patch = {"coordinate_descent_tuning": True} if "tuned" in variant else {}
     if "multikernel" in variant:
         patch["triton.multi_kernel"] = 1

@@ -1,5 +1,6 @@
-"""The matmuls of a DiT block, each through PyTorch and through ``hddm_p2p.models.cublaslt`` (cuBLASLt with
-the heuristic's first algorithm, and with the fastest of its candidates), same GPU, same process.
+"""The matmuls of a DiT block, each through PyTorch, through ``hddm_p2p.models.cublaslt`` (cuBLASLt with
+the heuristic's first algorithm, and with the fastest of its candidates) and through ``sm90_gemm``
+(CUTLASS kernels with the same epilogues, fastest tile shape), same GPU, same process.
 
     python benchmarks/gemm_epilogues.py --arch DiT-XL/2 --batch 128 --arch DiT-B/2 --batch 256
 
@@ -7,7 +8,8 @@ Rows per (arch, batch): the four sampling GEMMs (qkv, proj, fc1 + bias + GELU, f
 epilogue GEMMs — fc1 keeping the pre-activation (GELU_AUX_BIAS), fc2's input gradient times GELU'(pre)
 (DGELU) with fc1's bias gradient summed after it, and the same with the sum in the epilogue (DGELU_BGRAD). The PyTorch column runs what a model without this
 module runs: ``F.linear``, ``torch._addmm_activation`` (cuBLASLt's GELU epilogue, first heuristic pick), or
-the matmul and ``gelu``/``gelu_backward`` as separate kernels. Time: median of ``--iters`` calls (CUDA events)
+the matmul and ``gelu``/``gelu_backward`` as separate kernels. The ``sm90`` columns (when ``sm90_gemm.available()``)
+give its time, the tile shape it picked and its largest relative error against the PyTorch column's output. Time: median of ``--iters`` calls (CUDA events)
 after warm-up; TFLOP/s counts the matmul only (2 per multiply-add). On CPU it runs the ops' PyTorch fallbacks.
 """
 
@@ -21,11 +23,33 @@ import torch.nn.functional as F
 
 from _common import add_shape_args, median_time, shape_setup
 
-from hddm_p2p.models import cublaslt, get_preset
+from hddm_p2p.models import cublaslt, get_preset, sm90_gemm
+
+
+def _sm90_available() -> bool:
+    """Whether ``sm90_gemm`` runs here (the module switch stays off, so the cuBLASLt column is cuBLASLt)."""
+    sm90_gemm.enabled = True
+    try:
+        return sm90_gemm.available()
+    finally:
+        sm90_gemm.enabled = False
+
+
+def _sm90(epilogue, x, w, bias=None, aux=False, pre=None, bias_grad=False):
+    """An ``sm90_gemm`` call shaped like the other columns' (None where the library is not available)."""
+    if not _sm90_available() or not sm90_gemm.has(epilogue):
+        return None
+    def run():
+        if aux:
+            keep = torch.empty(x.shape[0], w.shape[0], dtype=x.dtype, device=x.device)
+            return sm90_gemm.gemm(x, w, epilogue=epilogue, bias=bias, aux=keep), keep
+        out = sm90_gemm.gemm(x, w, epilogue=epilogue, bias=bias, aux=pre)
+        return (out, out.sum(0)) if bias_grad else out
+    return run
 
 
 def cases(tokens: int, d: int, device, dtype):
-    """(name, flops, pytorch fn, cublaslt fn) for one block's GEMMs at ``tokens`` rows and width d."""
+    """(name, flops, pytorch fn, cublaslt fn, sm90 fn or None) for one block's GEMMs at ``tokens`` rows and width d."""
     g = torch.Generator(device=device).manual_seed(0)
     def rnd(*shape, scale=1.0):
         return (torch.randn(*shape, generator=g, device=device) * scale).to(dtype)
@@ -37,21 +61,34 @@ def cases(tokens: int, d: int, device, dtype):
     grad = rnd(tokens, d)
     mm = lambda o, i: 2 * tokens * o * i
     return [
-        ("qkv", mm(3 * d, d), lambda: F.linear(x, w["qkv"], b["qkv"]), lambda: cublaslt.linear_bias(x, w["qkv"], b["qkv"])),
-        ("proj", mm(d, d), lambda: F.linear(x, w["proj"], b["proj"]), lambda: cublaslt.linear_bias(x, w["proj"], b["proj"])),
+        ("qkv", mm(3 * d, d), lambda: F.linear(x, w["qkv"], b["qkv"]), lambda: cublaslt.linear_bias(x, w["qkv"], b["qkv"]),
+         _sm90("bias", x, w["qkv"], b["qkv"])),
+        ("proj", mm(d, d), lambda: F.linear(x, w["proj"], b["proj"]), lambda: cublaslt.linear_bias(x, w["proj"], b["proj"]),
+         _sm90("bias", x, w["proj"], b["proj"])),
         ("fc1+gelu", mm(4 * d, d), lambda: torch._addmm_activation(b["fc1"], x, w["fc1"].t(), use_gelu=True),
-         lambda: cublaslt.linear_gelu(x, w["fc1"], b["fc1"])),
-        ("fc2", mm(d, 4 * d), lambda: F.linear(x4, w["fc2"], b["fc2"]), lambda: cublaslt.linear_bias(x4, w["fc2"], b["fc2"])),
+         lambda: cublaslt.linear_gelu(x, w["fc1"], b["fc1"]), _sm90("gelu_bias", x, w["fc1"], b["fc1"])),
+        ("fc1 plain", mm(4 * d, d), lambda: F.linear(x, w["fc1"], b["fc1"]),
+         lambda: cublaslt.linear_bias(x, w["fc1"], b["fc1"]), _sm90("bias", x, w["fc1"], b["fc1"])),
+        ("fc2", mm(d, 4 * d), lambda: F.linear(x4, w["fc2"], b["fc2"]), lambda: cublaslt.linear_bias(x4, w["fc2"], b["fc2"]),
+         _sm90("bias", x4, w["fc2"], b["fc2"])),
         ("train fc1+gelu+aux", mm(4 * d, d),
-         lambda: F.gelu(F.linear(x, w["fc1"], b["fc1"]), approximate="tanh"),
-         lambda: cublaslt.linear_gelu_aux(x, w["fc1"], b["fc1"])),
+         lambda: (lambda p: (F.gelu(p, approximate="tanh"), p))(F.linear(x, w["fc1"], b["fc1"])),
+         lambda: cublaslt.linear_gelu_aux(x, w["fc1"], b["fc1"]), _sm90("gelu_aux_bias", x, w["fc1"], b["fc1"], aux=True)),
         ("train dgelu, sum", mm(4 * d, d),
          lambda: (lambda gp: (gp, gp.sum(0)))(torch.ops.aten.gelu_backward(grad @ w["fc2"], pre, approximate="tanh")),
-         lambda: (lambda gp: (gp, gp.sum(0)))(cublaslt.matmul_dgelu(grad, w["fc2"], pre))),
+         lambda: (lambda gp: (gp, gp.sum(0)))(cublaslt.matmul_dgelu(grad, w["fc2"], pre)),
+         _sm90("dgelu", grad, w["fc2"], pre=pre, bias_grad=True)),
         ("train dgelu+bgrad", mm(4 * d, d),
          lambda: (lambda gp: (gp, gp.sum(0)))(torch.ops.aten.gelu_backward(grad @ w["fc2"], pre, approximate="tanh")),
-         lambda: cublaslt.matmul_dgelu_bgrad(grad, w["fc2"], pre)),
+         lambda: cublaslt.matmul_dgelu_bgrad(grad, w["fc2"], pre), None),
     ]
+
+
+def _max_rel(got, ref) -> float:
+    """Largest relative error (Frobenius) over the outputs of one case."""
+    got = got if isinstance(got, tuple) else (got,)
+    ref = ref if isinstance(ref, tuple) else (ref,)
+    return max(((g.float() - r.float()).norm() / r.float().norm().clamp_min(1e-12)).item() for g, r in zip(got, ref))
 
 
 def main(argv=None) -> None:
@@ -61,11 +98,11 @@ def main(argv=None) -> None:
     pairs, device, dtype = shape_setup(ap, args, f"; cuBLASLt found: {cublaslt.available()}")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"{'arch':10} {'gemm':20} {'tokens':>7} {'pytorch ms':>10} {'lt first':>9} {'lt tuned':>9} "
-          f"{'tuned TF/s':>10} {'vs pytorch':>10} {'picked':>8}")
+          f"{'tuned TF/s':>10} {'vs pytorch':>10} {'picked':>8} {'sm90 ms':>8} {'sm90 TF/s':>9} {'cfg':>3} {'rel err':>8}")
     for arch, batch in pairs:
         cfg = get_preset(arch, input_size=args.input_size, in_channels=4)
         tokens = batch * (args.input_size // cfg.patch_size) ** 2
-        for gemm, flops, ref, lt in cases(tokens, cfg.hidden_size, device, dtype):
+        for gemm, flops, ref, lt, sm90 in cases(tokens, cfg.hidden_size, device, dtype):
             t_ref = 1e3 * median_time(ref, args.iters, device, warmup=3)
             cublaslt.reset()
             cublaslt.autotune = False
@@ -75,10 +112,20 @@ def main(argv=None) -> None:
             t_tuned = 1e3 * median_time(lt, args.iters, device, warmup=3)
             picked = next(iter(cublaslt.choices.values()), {})
             label = f"{picked.get('picked', '-')}/{picked.get('candidates', '-')}"
+            t_sm90 = err = None
+            sm90_choice = {}
+            if sm90 is not None:
+                sm90_gemm.choices.clear()
+                t_sm90 = 1e3 * median_time(sm90, args.iters, device, warmup=3)
+                sm90_choice = next(iter(sm90_gemm.choices.values()), {})
+                err = _max_rel(sm90(), ref())
             row = {"arch": arch, "batch": batch, "gemm": gemm, "tokens": tokens, "pytorch_ms": t_ref,
-                   "lt_first_ms": t_first, "lt_tuned_ms": t_tuned, "flops": flops, "picked": picked, "device": name}
+                   "lt_first_ms": t_first, "lt_tuned_ms": t_tuned, "flops": flops, "picked": picked, "device": name,
+                   "sm90_ms": t_sm90, "sm90_choice": sm90_choice, "sm90_rel_err": err}
+            sm90_cols = (f"{t_sm90:8.4f} {flops / t_sm90 / 1e9:9.1f} {sm90_choice.get('config', '-'):>3} {err:8.1e}"
+                         if t_sm90 is not None else f"{'-':>8} {'-':>9} {'-':>3} {'-':>8}")
             print(f"{arch:10} {gemm:20} {tokens:7d} {t_ref:10.4f} {t_first:9.4f} {t_tuned:9.4f} "
-                  f"{flops / t_tuned / 1e9:10.1f} {t_ref / t_tuned:9.3f}x {label:>8}")
+                  f"{flops / t_tuned / 1e9:10.1f} {t_ref / t_tuned:9.3f}x {label:>8} {sm90_cols}")
             if args.json:
                 with open(args.json, "a") as f:
                     f.write(json.dumps(row, default=str) + "\n")

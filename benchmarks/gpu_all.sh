@@ -10,7 +10,8 @@
 # go to $LOGS (default /tmp/bench-logs), packed into $OUT/logs.tgz at the end; the tables are printed again. diffusers must be importable for the
 # comparison rows; Kubo ($HDDM_KUBO_BIN, or .devcarry/ipfs.xz unpacked) for publish_fetch. $LADDER / $FWD pick the
 # training / forward rows ($FWD_ARCHS the forward section's --arch/--batch pairs), $TESTS the pytest arguments of the tests section. On one GPU leave LANE0/LANE1 unset:
-# SECTIONS alone chooses (an empty lane runs nothing).
+# SECTIONS alone chooses (an empty lane runs nothing). The +sm90 rows use $HDDM_SM90_GEMM_LIB, or build the CUTLASS
+# kernels on first use (nvcc and the nvidia-cutlass package needed).
 set -u
 OUT=${OUT:-/tmp/bench}; LOGS=${LOGS:-/tmp/bench-logs}; mkdir -p "$OUT" "$LOGS"
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$(pwd)

@@ -23,7 +23,9 @@ residual add + LayerNorm + modulate pass and its backward as one Triton kernel e
 ``+fused norm`` row with inductor's coordinate-descent tuning; ``+cuda graphs``: the ``+fused norm`` row with
 the forward and backward replayed as CUDA graphs (``mode="reduce-overhead"``); ``+clip in the step``: that row with the
 gradient-clipping factor handed to the fused AdamW step instead of a pass scaling the gradients
-(``hddm_p2p.train.clip``); ``+data from host memory`` /
+(``hddm_p2p.train.clip``); ``+sm90 gemms`` (``and cuda graphs``): the ``+fused norm`` row (``+cuda graphs`` row)
+with fc1 + GELU keeping the pre-activation and fc2's input gradient times GELU' as CUTLASS kernels
+(``hddm_p2p.models.sm90_gemm``, Hopper only) instead of cuBLASLt's epilogues; ``+data from host memory`` /
 ``+data on the GPU``: the ``+gelu epilogues`` row fed by the training loop's own source (``MemorySource``) over
 50,000 precomputed fp16 latents, each batch copied from host memory, or gathered on the GPU where the source
 keeps them (every other row reuses one latent batch already on the GPU); ``+multi-kernel``: each
@@ -46,7 +48,7 @@ from contextlib import nullcontext
 import torch
 from _common import attention_backend, fresh_compiles, kernel_breakdown, peak_tflops
 
-from hddm_p2p.models import build_dit, fused_norm_train, get_preset
+from hddm_p2p.models import build_dit, fused_norm_train, get_preset, sm90_gemm
 from hddm_p2p.train.data import InMemoryData, MemorySource
 from hddm_p2p.models.flops import dit_flops
 from hddm_p2p.models.layers import Mlp
@@ -69,6 +71,7 @@ class Variant:
     inductor: tuple = ()           # inductor config overrides, (("coordinate_descent_tuning", True),)
     gelu_epilogues: bool = False   # the MLP's GELU inside cuBLASLt epilogues (``hddm_p2p.models.fused_mlp``)
     fused_norm: bool = False       # the norm passes' Triton forward + backward (``hddm_p2p.models.fused_norm_train``)
+    sm90: bool = False             # the MLP's epilogue GEMMs as CUTLASS kernels (``hddm_p2p.models.sm90_gemm``)
     clip: str = "separate"         # "separate": ``clip_grad_norm_`` | "fold": the factor passed to the fused
                                    # AdamW step (``hddm_p2p.train.clip``; the training loop's default)
     data: str = "synthetic"        # "synthetic": one latent batch on the GPU | "host" / "resident": batches drawn
@@ -93,6 +96,10 @@ LADDER: dict[str, Variant] = {v.name: v for v in [
     Variant("+fused norm", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True),
     Variant("+clip in the step", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True,
             clip="fold"),
+    Variant("+sm90 gemms", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True,
+            sm90=True),
+    Variant("+sm90 gemms and cuda graphs", "bf16", compile="model", mode="reduce-overhead", residual="bf16",
+            gelu_epilogues=True, fused_norm=True, sm90=True),
     Variant("+cuda graphs", "bf16", compile="model", mode="reduce-overhead", residual="bf16", gelu_epilogues=True,
             fused_norm=True),
     Variant("+cuda graphs and coordinate descent", "bf16", compile="model", mode="reduce-overhead", residual="bf16",
@@ -136,6 +143,7 @@ def _time_training(arch: str, batch: int, steps: int, warmup: int, device: torch
     torch.backends.cuda.matmul.allow_tf32 = v.dtype != "fp32"
     Mlp.fused_gelu_training = v.gelu_epilogues
     fused_norm_train.enabled = v.fused_norm and device.type == "cuda"
+    sm90_gemm.enabled = v.sm90 and device.type == "cuda"
     torch.backends.cudnn.allow_tf32 = v.dtype != "fp32"
     torch.manual_seed(0)
     cfg = get_preset(arch, input_size=32, in_channels=4)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hddm_p2p.models import cublaslt
+from hddm_p2p.models import cublaslt, sm90_gemm
 from hddm_p2p.models.fused_norm import records_grad
 
 Tensor = torch.Tensor
@@ -40,7 +40,7 @@ def path(fc1: nn.Linear, fc2: nn.Linear, x: Tensor, sampling: bool, training: bo
 
 def sampling(fc1: nn.Linear, fc2: nn.Linear, x: Tensor) -> Tensor:
     x2 = x.reshape(-1, x.shape[-1])
-    if cublaslt.sampling:
+    if cublaslt.sampling or sm90_gemm.enabled:  # the op takes sm90_gemm's kernel where it runs
         h = cublaslt.linear_gelu(x2, fc1.weight, fc1.bias)
     else:  # PyTorch's own call of the same cuBLASLt epilogue, with the heuristic's first algorithm
         h = torch._addmm_activation(fc1.bias, x2, fc1.weight.t(), use_gelu=True)
@@ -49,8 +49,9 @@ def sampling(fc1: nn.Linear, fc2: nn.Linear, x: Tensor) -> Tensor:
 
 def linear(layer: nn.Linear, x: Tensor) -> Tensor:
     """``layer(x)``; with ``cublaslt.sampling``, sampling on CUDA takes cuBLASLt's measured algorithm."""
-    if (cublaslt.sampling and layer.bias is not None and cublaslt.usable(x) and x.dtype == layer.weight.dtype
-            and not records_grad(x, layer.weight)):
+    wanted = cublaslt.sampling or (sm90_gemm.enabled and sm90_gemm.plain)
+    if (wanted and layer.bias is not None and x.is_cuda and x.dtype == layer.weight.dtype
+            and x.dtype in (torch.bfloat16, torch.float16) and not records_grad(x, layer.weight)):
         out = cublaslt.linear_bias(x.reshape(-1, x.shape[-1]), layer.weight, layer.bias)
         return out.view(*x.shape[:-1], out.shape[-1])
     return layer(x)

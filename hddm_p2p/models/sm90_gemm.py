@@ -1,0 +1,281 @@
+"""Hopper GEMMs with fused epilogues, from CUTLASS templates compiled on first use.
+
+cuBLASLt runs the epilogues a DiT MLP needs (fc1 + bias + GELU; the same keeping the pre-activation; the
+backward's GELU') noticeably slower than its plain GEMM of the same shape: on an H200 the XL/2 fc1 with
+GELU took 0.569 ms against 0.455 ms plain (docs/benchmarks.md, 2026-12-01 run 7). ``csrc/sm90_gemm.cu``
+instantiates CUTLASS 3's warp-specialized persistent kernels (TMA loads, wgmma, the epilogue's tanh as
+``tanh.approx.f32``) for those epilogues and a few tile shapes; this module builds it with ``nvcc`` into
+one shared library (cached, keyed by the source, the flags and the compiler), loads it with ``ctypes``
+and, per GEMM shape, times every tile shape once on the real operands and keeps the fastest.
+
+Nothing here runs unless ``available()``: a CUDA device of compute capability 9.0, ``nvcc`` (``$CUDACXX``,
+``PATH`` or ``/usr/local/cuda``) and CUTLASS's headers (the ``nvidia-cutlass`` package, or
+``$HDDM_CUTLASS_DIR``), or a prebuilt library named by ``$HDDM_SM90_GEMM_LIB``. ``cublaslt``'s custom ops
+call ``gemm`` when ``runnable`` says so and take their cuBLASLt or PyTorch path otherwise.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+Tensor = torch.Tensor
+
+enabled: bool = True  # False: every caller takes its cuBLASLt / PyTorch path
+plain: bool = False  # with ``enabled``: sampling's qkv, proj and fc2 (bias epilogue) through here too
+EPILOGUES = {"bias": 0, "gelu_bias": 1, "gelu_aux_bias": 2, "dgelu": 3}
+# CUTLASS's (M, N) is (output features, tokens): the product runs transposed, bias along M.
+CONFIGS = {
+    0: "pingpong 128x128x64, cluster 2x1",
+    1: "cooperative 128x256x64, cluster 2x1",
+    2: "cooperative 256x128x64, cluster 1x2",
+    3: "pingpong 64x256x64, cluster 1x2",
+    4: "pingpong 128x128x64, cluster 1x2",
+    5: "cooperative 256x128x64, cluster 2x1",
+}
+SOURCE = Path(__file__).parent / "csrc" / "sm90_gemm.cu"
+FLAGS = ("-std=c++17", "-O3", "-DNDEBUG", "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC",
+         "-gencode=arch=compute_90a,code=sm_90a")
+choices: dict[tuple, dict] = {}  # (epilogue, m, n, k, device) → {"config", "ms", "all_ms"}
+
+
+class _Args(ctypes.Structure):
+    _fields_ = [("m", ctypes.c_int64), ("n", ctypes.c_int64), ("k", ctypes.c_int64),
+                ("x", ctypes.c_void_p), ("w", ctypes.c_void_p), ("bias", ctypes.c_void_p),
+                ("y", ctypes.c_void_p), ("aux", ctypes.c_void_p), ("workspace", ctypes.c_void_p),
+                ("workspace_bytes", ctypes.c_int64), ("stream", ctypes.c_void_p), ("sm_count", ctypes.c_int)]
+
+
+class BuildError(RuntimeError):
+    """The CUDA source did not compile or link; the message has the compiler's last lines."""
+
+
+# ---- building ----
+
+def find_nvcc() -> str | None:
+    for cand in (os.environ.get("CUDACXX"), shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"):
+        if cand and Path(cand).is_file():
+            return cand
+    return None
+
+
+def cutlass_include() -> list[Path] | None:
+    """CUTLASS's ``include`` and ``tools/util/include``: ``$HDDM_CUTLASS_DIR`` or the ``nvidia-cutlass`` package."""
+    root = os.environ.get("HDDM_CUTLASS_DIR")
+    if not root:
+        try:
+            import cutlass_library
+        except ImportError:
+            return None
+        root = str(Path(cutlass_library.__file__).parent / "source")
+    dirs = [Path(root) / "include", Path(root) / "tools" / "util" / "include"]
+    return dirs if (dirs[0] / "cutlass" / "cutlass.h").is_file() else None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hddm-p2p" / "kernels"
+
+
+def _compiler_id(nvcc: str) -> str:
+    return subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=True).stdout
+
+
+def library_path(nvcc: str, includes: list[Path], extra: tuple[str, ...] = ()) -> Path:
+    """Where the build for this source, compiler, headers and flags is cached."""
+    h = hashlib.sha256(SOURCE.read_bytes())
+    for part in (_compiler_id(nvcc), *map(str, includes), *FLAGS, *extra):
+        h.update(part.encode() + b"\0")
+    version = (includes[0] / "cutlass" / "version.h")
+    if version.is_file():
+        h.update(version.read_bytes())
+    return cache_dir() / f"sm90_gemm-{h.hexdigest()[:16]}.so"
+
+
+def compile_commands(nvcc: str, includes: list[Path], workdir: Path, extra: tuple[str, ...] = (),
+                     pairs: list[tuple[int, int]] | None = None) -> list[list[str]]:
+    """One ``nvcc -c`` per (epilogue, config) translation unit."""
+    pairs = pairs or [(e, c) for e in EPILOGUES.values() for c in CONFIGS]
+    inc = [f"-I{d}" for d in includes]
+    return [[nvcc, *FLAGS, *extra, *inc, f"-DHDDM_EPI={e}", f"-DHDDM_CFG={c}", "-c", str(SOURCE),
+             "-o", str(workdir / f"e{e}c{c}.o")] for e, c in pairs]
+
+
+def build(nvcc: str | None = None, includes: list[Path] | None = None, extra: tuple[str, ...] = (),
+          jobs: int | None = None, out: Path | None = None) -> Path:
+    """Compile every translation unit (in parallel) and link one shared library; returns its path.
+
+    Translation units that fail to compile are left out (their configs are then missing); when none
+    compiles, ``BuildError``. The library appears at ``out`` (default: the cache) only once complete.
+    """
+    nvcc = nvcc or find_nvcc()
+    includes = includes or cutlass_include()
+    if nvcc is None or includes is None:
+        raise BuildError("nvcc or CUTLASS's headers not found: set CUDACXX and HDDM_CUTLASS_DIR, "
+                         "or pip install nvidia-cutlass")
+    out = out or library_path(nvcc, includes, extra)
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    logging.getLogger(__name__).warning("building the Hopper GEMM kernels once (a minute or more) into %s", out)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        work = Path(tmp)
+        cmds = compile_commands(nvcc, includes, work, extra)
+        with ThreadPoolExecutor(jobs or os.cpu_count() or 1) as pool:
+            results = list(pool.map(lambda c: subprocess.run(c, capture_output=True, text=True), cmds))
+        objs = [c[-1] for c, r in zip(cmds, results) if r.returncode == 0]
+        if not objs:
+            err = next(r.stderr for r in results if r.returncode)
+            raise BuildError("sm90_gemm.cu did not compile: " + " | ".join(err.strip().splitlines()[-3:]))
+        part = work / "lib.so"
+        libdirs = [f"-L{d}" for d in (Path(nvcc).resolve().parent.parent / n for n in ("lib", "lib64")) if d.is_dir()]
+        link = subprocess.run([nvcc, "-shared", "-cudart", "static", *libdirs, *objs, "-o", str(part)],
+                              capture_output=True, text=True)
+        if link.returncode:
+            raise BuildError("sm90_gemm link failed: " + " | ".join(link.stderr.strip().splitlines()[-3:]))
+        os.replace(part, out)  # atomic: a reader sees the whole library or none
+    return out
+
+
+# ---- loading ----
+
+_lock = threading.Lock()
+_state: dict = {}  # "lib": ctypes.CDLL | None, "fns": {(epi, cfg): fn}, "error": str
+_workspaces: dict[int, Tensor] = {}
+
+
+def _load() -> dict | None:
+    if "fns" in _state:
+        return _state if _state["fns"] else None
+    fns = {}
+    try:
+        path = os.environ.get("HDDM_SM90_GEMM_LIB") or str(build())
+        lib = ctypes.CDLL(path)
+        for e in EPILOGUES.values():
+            for c in CONFIGS:
+                fn = getattr(lib, f"hddm_sm90_epi{e}_cfg{c}", None)
+                ws = getattr(lib, f"hddm_sm90_epi{e}_cfg{c}_workspace", None)
+                if fn is not None and ws is not None:
+                    fn.argtypes, fn.restype = [ctypes.POINTER(_Args)], ctypes.c_int
+                    ws.argtypes, ws.restype = [ctypes.POINTER(_Args)], ctypes.c_int64
+                    fns[e, c] = fn
+                    _state.setdefault("ws", {})[e, c] = ws
+        _state.update(lib=lib, path=path)
+    except (OSError, BuildError, subprocess.SubprocessError) as exc:
+        _state["error"] = str(exc)
+    _state["fns"] = fns
+    return _state if fns else None
+
+
+def available() -> bool:
+    """``enabled``, a compute-capability-9.0 GPU, and the library built (or found) and loaded."""
+    if not enabled or not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0):
+        return False
+    with _lock:
+        return _load() is not None
+
+
+def has(epilogue: str) -> bool:
+    """Whether the loaded library holds at least one kernel for this epilogue."""
+    return "fns" in _state and any(e == EPILOGUES[epilogue] for e, _ in _state["fns"])
+
+
+def runnable(*tensors: Tensor) -> bool:
+    """Whether a call on these operands may take this path: ``available``, all bf16 on one CUDA device,
+    contiguous, 16-byte aligned, each row a multiple of 8 elements (what the kernels' TMA loads need; every
+    GEMM dimension but the token count is some operand's row length)."""
+    t0 = tensors[0]
+    return (enabled and t0.is_cuda and t0.dtype == torch.bfloat16
+            and all(t.dtype == t0.dtype and t.device == t0.device and t.is_contiguous() and t.data_ptr() % 16 == 0
+                    and t.shape[-1] % 8 == 0 for t in tensors) and available())
+
+
+def _launch(fn, args: _Args) -> None:
+    status = fn(ctypes.byref(args))
+    if status:
+        raise RuntimeError(f"sm90 GEMM refused (m={args.m}, n={args.n}, k={args.k}): status {status}")
+
+
+def _time(fn, args: _Args, rounds: int = 5, calls: int = 4) -> float:
+    for _ in range(2):
+        _launch(fn, args)
+    times = []
+    for _ in range(rounds):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls):
+            _launch(fn, args)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / calls)
+    return statistics.median(times)
+
+
+def _pick(key: tuple, args: _Args) -> int:
+    """The fastest config for this shape, timed once on the real operands. While a CUDA graph is being
+    captured nothing can be timed: an untimed shape then takes the epilogue's first config."""
+    if key in choices:
+        return choices[key]["config"]
+    fns = {c: f for (e, c), f in _state["fns"].items() if e == EPILOGUES[key[0]]}
+    if torch.cuda.is_current_stream_capturing():
+        return next(iter(fns))
+    ms = {}
+    for c, f in fns.items():
+        need = _state["ws"][EPILOGUES[key[0]], c](ctypes.byref(args))
+        if need > args.workspace_bytes:
+            _workspace(args, key[4], torch.device("cuda", key[4]), need)
+        if f(ctypes.byref(args)) == 0:  # 1: the config cannot implement the shape
+            ms[c] = _time(f, args)
+    if not ms:
+        raise RuntimeError(f"no sm90 GEMM config runs {key}")
+    best = min(ms, key=ms.get)
+    choices[key] = {"config": best, "ms": ms[best], "all_ms": ms}
+    return best
+
+
+def gemm(x: Tensor, w: Tensor, *, epilogue: str, bias: Tensor | None = None, aux: Tensor | None = None,
+         out: Tensor | None = None) -> Tensor:
+    """out (M, N) = epilogue(x (M, K) @ W.T) with W (N, K); for ``dgelu``, (x @ W) · GELU'(aux) with W (K, N).
+
+    ``bias`` (N,) is added before the activation; ``aux`` (M, N) is written (``gelu_aux_bias``: the
+    pre-activation) or read (``dgelu``). Operands must pass ``runnable``.
+    """
+    m, k = x.shape
+    n = w.shape[1] if epilogue == "dgelu" else w.shape[0]
+    device = x.device.index
+    out = torch.empty(m, n, dtype=x.dtype, device=x.device) if out is None else out
+    args = _Args(m, n, k, x.data_ptr(), w.data_ptr(), bias.data_ptr() if bias is not None else None,
+                 out.data_ptr(), aux.data_ptr() if aux is not None else None, None, 0,
+                 torch.cuda.current_stream(x.device).cuda_stream, 0)
+    key = (epilogue, m, n, k, device)
+    with _lock:
+        _workspace(args, device, x.device)
+        cfg = _pick(key, args)
+        e = EPILOGUES[epilogue]
+        if _state["ws"][e, cfg](ctypes.byref(args)) > args.workspace_bytes:
+            _workspace(args, device, x.device, _state["ws"][e, cfg](ctypes.byref(args)))
+        _launch(_state["fns"][e, cfg], args)
+    return out
+
+
+def _workspace(args: _Args, device: int, where: torch.device, need: int = 0) -> None:
+    """Point ``args`` at this device's workspace, grown to ``need`` bytes. The persistent kernels here need
+    none; a buffer allocated while a CUDA graph is captured would land in the graph's private pool, so
+    growing one then is refused."""
+    have = _workspaces.get(device)
+    if need > (0 if have is None else have.numel()):
+        if torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("sm90 GEMM needs a workspace: run the shape once before capturing a CUDA graph")
+        have = _workspaces[device] = torch.empty(need, dtype=torch.uint8, device=where)
+    if have is not None:
+        args.workspace, args.workspace_bytes = have.data_ptr(), have.numel()
