@@ -18,7 +18,9 @@ activations; no autocast), in eval mode under ``torch.inference_mode``. Rows (``
     hddm compile+graphs / diffusers compile+graphs   + CUDA graphs (``mode="reduce-overhead"``)
     hddm compile+sm90(+graphs)               fc1 + GELU as a CUTLASS kernel (``hddm_p2p.models.sm90_gemm``, Hopper
                                              only; the fastest of its tile shapes) instead of cuBLASLt's epilogue;
-                                             ``+sm90all``: qkv, proj and fc2 as CUTLASS kernels too
+                                             ``+sm90all``: qkv, proj and fc2 as CUTLASS kernels too;
+                                             ``+sm90res``: each gated residual added in the proj / fc2 GEMM's
+                                             epilogue (``DiTBlock.forward_fused_residual``; not yet measured)
     hddm compile -norm                       without the fused norm (inductor fuses those steps itself)
     hddm compile -gelu                       without either fusion (GELU as a separate pass)
     hddm compile+cudnn                       + SDPA's cuDNN attention backend
@@ -69,6 +71,7 @@ VARIANTS = {
     "hddm compile+sm90": ("default", True, True, "auto"),
     "hddm compile+sm90+graphs": ("reduce-overhead", True, True, "auto"),
     "hddm compile+sm90all+graphs": ("reduce-overhead", True, True, "auto"),
+    "hddm compile+sm90res+graphs": ("reduce-overhead", True, True, "auto"),
     "diffusers compile+graphs": ("reduce-overhead", False, False, "auto"),
     "hddm compile+cudnn": ("default", True, True, "cudnn"),
     "hddm compile+flash": ("default", True, True, "flash"),
@@ -144,6 +147,7 @@ def run_variant(arch: str, variant: str, batch: int, args, device: torch.device)
     cublaslt.sampling = "+lt" in variant
     sm90_gemm.enabled = "+sm90" in variant
     sm90_gemm.plain = "+sm90all" in variant
+    sm90_gemm.residual = "+sm90res" in variant
     patch = {"coordinate_descent_tuning": True} if "tuned" in variant else {}
     if "multikernel" in variant:
         patch["triton.multi_kernel"] = 1

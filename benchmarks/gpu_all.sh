@@ -22,6 +22,9 @@ LADDER=${LADDER:-"fp32 eager,bf16 eager,+fused adamw,+compile blocks,+bf16 resid
 FWD=${FWD:-"diffusers eager,diffusers compile,diffusers compile+cudnn,hddm eager,hddm compile -gelu,hddm compile,hddm compile+cudnn,hddm compile+cudnn+graphs"}
 nvidia-smi --query-gpu=index,name,driver_version,clocks.sm,clocks.max.sm,power.draw,memory.total --format=csv | tee "$LOGS/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$LOGS/gpu.txt"
+# power and SM clock once a second for the whole run: efficient kernels can lower the clock the others get
+nvidia-smi dmon -s pc -d 1 -o T > "$LOGS/dmon.txt" 2>&1 &
+DMON=$!
 python3 -c "import diffusers; print('diffusers', diffusers.__version__)" 2>&1 | tail -1 | tee -a "$LOGS/gpu.txt"
 
 run_section() {  # run_section NAME: one section, under its time limit, logged
@@ -73,4 +76,5 @@ for s in $SECTIONS; do  # the tables again, for the reply's tail
   [ -f "$LOGS/$s.log" ] || continue
   echo "--- $s"; grep -v '^{' "$LOGS/$s.log" | grep -v -i "warn\|^ *$" | tail -n 40
 done
+kill "$DMON" 2>/dev/null
 tar czf "$OUT/logs.tgz" -C "$(dirname "$LOGS")" "$(basename "$LOGS")"

@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 from hddm_p2p.errors import SpecError
-from hddm_p2p.models import fused_norm, fused_norm_train
+from hddm_p2p.models import fused_norm, fused_norm_train, sm90_gemm
+from hddm_p2p.models.fused_norm import records_grad
 from hddm_p2p.models.layers import (
     CaptionEmbedder,
     DiTBlock,
@@ -215,6 +216,13 @@ class DiT(nn.Module):
         kernel = fused_norm.usable(h, t0) or fused_norm_train.usable(h)
         return self.caption_embedder is None and len(self.blocks) > 0 and kernel
 
+    def fused_residuals(self, h: Tensor, t0: Tensor) -> bool:
+        """Whether the blocks chain through ``DiTBlock.forward_fused_residual``: ``sm90_gemm.residual`` on,
+        sampling (no autograd graph), blocks without cross-attention. (The GEMM op itself falls back to
+        PyTorch where its kernel cannot run.)"""
+        return (sm90_gemm.residual and self.caption_embedder is None and len(self.blocks) > 0
+                and not records_grad(h, t0))
+
     def forward(self, x: Tensor, t: Tensor, cond=None, drop: Tensor | None = None) -> Tensor:
         B = x.shape[0]
         c, y, mask = self._conditioning(t, cond, drop, B)
@@ -222,7 +230,11 @@ class DiT(nn.Module):
         if self.residual_dtype is not None:
             h = h.to(self.residual_dtype)
         t0 = self.t_block(c) if self.t_block is not None else c  # (B, 6D) single | (B, D) zero
-        if self.deferred_residuals(h, t0):  # the fused norm kernels: residuals added in their passes
+        if self.fused_residuals(h, t0):  # residuals added in the proj / fc2 GEMMs' epilogues
+            for block in self.blocks:
+                h = block.forward_fused_residual(h, t0)
+            out = self.unpatchify(self.final_layer(h, c))
+        elif self.deferred_residuals(h, t0):  # the fused norm kernels: residuals added in their passes
             pending = None
             for block in self.blocks:
                 h, pending = block.forward_deferred(h, t0, pending)

@@ -39,12 +39,26 @@ def path(fc1: nn.Linear, fc2: nn.Linear, x: Tensor, sampling: bool, training: bo
 
 
 def sampling(fc1: nn.Linear, fc2: nn.Linear, x: Tensor) -> Tensor:
+    return linear(fc2, hidden(fc1, x))
+
+
+def hidden(fc1: nn.Linear, x: Tensor) -> Tensor:
+    """GELU(fc1(x)) as one matmul with a GELU epilogue (sampling on CUDA)."""
     x2 = x.reshape(-1, x.shape[-1])
     if cublaslt.sampling or sm90_gemm.enabled:  # the op takes sm90_gemm's kernel where it runs
         h = cublaslt.linear_gelu(x2, fc1.weight, fc1.bias)
     else:  # PyTorch's own call of the same cuBLASLt epilogue, with the heuristic's first algorithm
         h = torch._addmm_activation(fc1.bias, x2, fc1.weight.t(), use_gelu=True)
-    return linear(fc2, h.view(*x.shape[:-1], h.shape[-1]))
+    return h.view(*x.shape[:-1], h.shape[-1])
+
+
+def residual_linear(layer: nn.Linear, x: Tensor, gate: Tensor, residual: Tensor) -> Tensor:
+    """residual + gate[:, None] ⊙ layer(x) for x (B, T, K), gate (B, N), residual (B, T, N): on an sm_90 GPU one
+    GEMM with the residual added in its epilogue (``sm90_gemm.linear_gated_residual``)."""
+    B, T, _ = x.shape
+    out = sm90_gemm.linear_gated_residual(x.reshape(B * T, -1), layer.weight, layer.bias, gate,
+                                          residual.reshape(B * T, -1))
+    return out.view(B, T, -1)
 
 
 def linear(layer: nn.Linear, x: Tensor) -> Tensor:

@@ -34,7 +34,10 @@ Tensor = torch.Tensor
 
 enabled: bool = True  # False: every caller takes its cuBLASLt / PyTorch path
 plain: bool = False  # with ``enabled``: sampling's qkv, proj and fc2 (bias epilogue) through here too
-EPILOGUES = {"bias": 0, "gelu_bias": 1, "gelu_aux_bias": 2, "dgelu": 3}
+# Sampling: each block's gated residual adds inside the proj / fc2 GEMMs' epilogue (``linear_gated_residual``;
+# ``DiT`` then chains the blocks through ``DiTBlock.forward_fused_residual``). Off: not yet measured on a GPU.
+residual: bool = False
+EPILOGUES = {"bias": 0, "gelu_bias": 1, "gelu_aux_bias": 2, "dgelu": 3, "gated_residual": 4}
 # CUTLASS's (M, N) is (output features, tokens): the product runs transposed, bias along M.
 CONFIGS = {
     0: "pingpong 128x128x64, cluster 2x1",
@@ -54,7 +57,9 @@ class _Args(ctypes.Structure):
     _fields_ = [("m", ctypes.c_int64), ("n", ctypes.c_int64), ("k", ctypes.c_int64),
                 ("x", ctypes.c_void_p), ("w", ctypes.c_void_p), ("bias", ctypes.c_void_p),
                 ("y", ctypes.c_void_p), ("aux", ctypes.c_void_p), ("workspace", ctypes.c_void_p),
-                ("workspace_bytes", ctypes.c_int64), ("stream", ctypes.c_void_p), ("sm_count", ctypes.c_int)]
+                ("workspace_bytes", ctypes.c_int64), ("stream", ctypes.c_void_p), ("sm_count", ctypes.c_int),
+                ("batch", ctypes.c_int64), ("gate", ctypes.c_void_p), ("gate_stride", ctypes.c_int64),
+                ("residual", ctypes.c_void_p)]
 
 
 class BuildError(RuntimeError):
@@ -244,21 +249,27 @@ def _pick(key: tuple, args: _Args) -> int:
 
 
 def gemm(x: Tensor, w: Tensor, *, epilogue: str, bias: Tensor | None = None, aux: Tensor | None = None,
-         out: Tensor | None = None) -> Tensor:
+         gate: Tensor | None = None, residual: Tensor | None = None, out: Tensor | None = None) -> Tensor:
     """out (M, N) = epilogue(x (M, K) @ W.T) with W (N, K); for ``dgelu``, (x @ W) · GELU'(aux) with W (K, N).
 
     ``bias`` (N,) is added before the activation; ``aux`` (M, N) is written (``gelu_aux_bias``: the
-    pre-activation) or read (``dgelu``). Operands must pass ``runnable``.
+    pre-activation) or read (``dgelu``). ``gated_residual``: residual + gate ⊙ (x Wᵀ) + bias with ``gate``
+    (B, N) one row per sample (rows may be strided), ``bias`` (B, N) the gated bias, ``residual`` (M, N); M
+    must be a multiple of B. Operands must pass ``runnable``.
     """
     m, k = x.shape
     n = w.shape[1] if epilogue == "dgelu" else w.shape[0]
     device = x.device.index
     out = torch.empty(m, n, dtype=x.dtype, device=x.device) if out is None else out
+    batch = gate.shape[0] if gate is not None else 1
     args = _Args(m, n, k, x.data_ptr(), w.data_ptr(), bias.data_ptr() if bias is not None else None,
                  out.data_ptr(), aux.data_ptr() if aux is not None else None, None, 0,
-                 torch.cuda.current_stream(x.device).cuda_stream, 0)
-    key = (epilogue, m, n, k, device)
-    with _lock:
+                 torch.cuda.current_stream(x.device).cuda_stream, 0, batch,
+                 gate.data_ptr() if gate is not None else None, gate.stride(0) if gate is not None else 0,
+                 residual.data_ptr() if residual is not None else None)
+    key = (epilogue, m, n, k, device, batch)
+    # the kernels launch in the calling thread's current CUDA context: make it the operands' device
+    with _lock, torch.cuda.device(x.device):
         _workspace(args, device, x.device)
         cfg = _pick(key, args)
         e = EPILOGUES[epilogue]
@@ -279,3 +290,29 @@ def _workspace(args: _Args, device: int, where: torch.device, need: int = 0) -> 
         have = _workspaces[device] = torch.empty(need, dtype=torch.uint8, device=where)
     if have is not None:
         args.workspace, args.workspace_bytes = have.data_ptr(), have.numel()
+
+
+# ---- the gated residual, as a custom op (opaque to torch.compile) ----
+
+def gate_ok(gate: Tensor, batch_rows: int) -> bool:
+    """A (B, N) gate the epilogue can read: unit column stride, 16-byte aligned rows, B dividing the rows."""
+    return (gate.dim() == 2 and gate.stride(1) == 1 and gate.stride(0) % 8 == 0 and gate.data_ptr() % 16 == 0
+            and batch_rows % gate.shape[0] == 0)
+
+
+@torch.library.custom_op("hddm::linear_gated_residual", mutates_args=())
+def linear_gated_residual(x: Tensor, weight: Tensor, bias: Tensor, gate: Tensor, residual: Tensor) -> Tensor:
+    """residual + gate ⊙ (x @ weight.T + bias), rows of x and residual grouped by sample: x (B·T, K),
+    weight (N, K), bias (N,), gate (B, N), residual (B·T, N). One GEMM whose epilogue adds the residual on an
+    sm_90 GPU (``gated_residual``); the same sum in plain PyTorch elsewhere."""
+    b, n = gate.shape
+    if runnable(x, weight, bias, residual) and gate.dtype == x.dtype and gate_ok(gate, x.shape[0]):
+        gated_bias = (gate * bias).contiguous()
+        return gemm(x, weight, epilogue="gated_residual", bias=gated_bias, gate=gate, residual=residual)
+    branch = torch.nn.functional.linear(x, weight, bias).view(b, -1, n)
+    return (residual.view(b, -1, n) + gate[:, None] * branch).view(-1, n)
+
+
+@linear_gated_residual.register_fake
+def _(x, weight, bias, gate, residual):
+    return residual.new_empty(residual.shape)

@@ -186,3 +186,83 @@ def test_sampling_mlp_under_a_cuda_graph(sm90_on):
         graph.replay()
         torch.cuda.synchronize()
         assert _rel(out, mlp(x)) < 1e-2 and _rel(eager, out) > 1e-2
+
+
+@pytest.fixture
+def residual_on():
+    sm90_gemm.residual = True
+    yield
+    sm90_gemm.residual = False
+
+
+@pytest.mark.parametrize("adaln", ["single", "zero"])
+def test_the_fused_residual_chain_is_the_plain_forward(residual_on, adaln):
+    """``DiTBlock.forward_fused_residual`` (each gated residual added by the branch's GEMM) gives what the plain
+    blocks give; off a Hopper GPU the op's PyTorch sum stands in for the epilogue."""
+    from hddm_p2p.models import build_dit
+    from hddm_p2p.models.layers import DiTBlock
+
+    torch.manual_seed(0)
+    model = build_dit("DiT-S/2", input_size=16, in_channels=4, num_classes=10, adaln=adaln).eval()
+    for p in model.parameters():  # DiT's zero-initialised gates and output would hide a wrong residual
+        torch.nn.init.normal_(p, std=0.05)
+    x, t, y = torch.randn(3, 4, 16, 16), torch.rand(3) * 999, torch.randint(0, 10, (3,))
+    calls = []
+    chained = DiTBlock.forward_fused_residual
+    with torch.no_grad(), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(DiTBlock, "forward_fused_residual", lambda self, h, c: calls.append(1) or chained(self, h, c))
+        got = model(x, t, y)
+        sm90_gemm.residual = False
+        ref = model(x, t, y)
+    assert len(calls) == len(model.blocks)
+    assert torch.allclose(got, ref, atol=1e-5) and ref.abs().max() > 0.1
+
+
+def test_the_gated_residual_op_compiles_and_sums_per_sample():
+    """The custom op under torch.compile (its fake kernel gives the shape), gate rows strided as the model's
+    signals are (one (B, 6, N) tensor)."""
+    torch.manual_seed(0)
+    b, t, k, n = 2, 16, 24, 32
+    x, w, bias = torch.randn(b * t, k), torch.randn(n, k), torch.randn(n)
+    gate = torch.randn(b, 6, n)[:, 2]
+    res = torch.randn(b * t, n)
+    out = torch.compile(sm90_gemm.linear_gated_residual, fullgraph=True)(x, w, bias, gate, res)
+    ref = res.view(b, t, n) + gate[:, None] * (x @ w.t() + bias).view(b, t, n)
+    assert torch.allclose(out, ref.view(b * t, n), atol=1e-5)
+
+
+@hopper
+def test_the_gated_residual_epilogue_matches_pytorch(sm90_on):
+    torch.manual_seed(0)
+    dev, bf = "cuda", torch.bfloat16
+    b, t, k, n = 8, 256, 384, 1152
+    x = torch.randn(b * t, k, device=dev, dtype=bf)
+    w = (torch.randn(n, k, device=dev) * k ** -0.5).to(bf)
+    bias = torch.randn(n, device=dev, dtype=bf)
+    gate = torch.randn(b, 6, n, device=dev, dtype=bf)[:, 2]  # a strided view, as DiTBlock.signals gives
+    res = torch.randn(b * t, n, device=dev, dtype=bf)
+    assert sm90_gemm.gate_ok(gate, b * t)
+    sm90_gemm.choices.clear()
+    out = sm90_gemm.linear_gated_residual(x, w, bias, gate, res)
+    assert any(key[0] == "gated_residual" and key[-1] == b for key in sm90_gemm.choices)
+    ref = res.float().view(b, t, n) + gate.float()[:, None] * F.linear(x.float(), w.float(), bias.float()).view(b, t, n)
+    assert _rel(out, ref.view(b * t, n)) < 1e-2
+
+
+@hopper
+def test_dit_sampling_with_the_fused_residual_on_the_gpu(sm90_on, residual_on):
+    from hddm_p2p.models import build_dit
+
+    torch.manual_seed(0)
+    model = build_dit("DiT-S/2", input_size=32, in_channels=4, num_classes=10).cuda().to(torch.bfloat16).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    x = torch.randn(8, 4, 32, 32, device="cuda", dtype=torch.bfloat16)
+    t, y = torch.rand(8, device="cuda") * 999, torch.randint(0, 10, (8,), device="cuda")
+    with torch.inference_mode():
+        sm90_gemm.choices.clear()
+        got = model(x, t, y)
+        assert any(key[0] == "gated_residual" for key in sm90_gemm.choices)
+        sm90_gemm.residual = False
+        ref = model(x, t, y)
+    assert _rel(got, ref) < 2e-2

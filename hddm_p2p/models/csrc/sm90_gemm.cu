@@ -11,6 +11,9 @@
 //   EPI 1 "gelu_bias":      y = gelu_tanh(x Wᵀ + b)
 //   EPI 2 "gelu_aux_bias":  y = gelu_tanh(x Wᵀ + b), aux = x Wᵀ + b  (the pre-activation, for the backward)
 //   EPI 3 "dgelu":          y = (x · W) ⊙ gelu_tanh'(aux)  with W (K, N) row-major: fc2's input gradient
+//   EPI 4 "gated_residual": y = residual + gate ⊙ (x Wᵀ + b), gate one (n,) row per sample: the rows of x
+//                           come in `batch` samples of m / batch tokens, run as a batched GEMM (W shared), the
+//                           gate as a per-row scale with a batch stride and gate ⊙ b passed as `bias` (batch, n)
 // All tensors bf16 and contiguous, fp32 accumulation, fp32 epilogue math; tanh is tanh.approx.f32.
 
 #include <cstdint>
@@ -40,6 +43,10 @@ struct HddmGemmArgs {
   int64_t workspace_bytes;
   void* stream;           // cudaStream_t
   int sm_count;           // 0: let CUTLASS query it
+  int64_t batch;          // EPI 4: samples (m is a multiple)
+  const void* gate;       // EPI 4: (batch, n) bf16, rows gate_stride elements apart
+  int64_t gate_stride;
+  const void* residual;   // EPI 4: (m, n) bf16
 };
 
 namespace {
@@ -95,14 +102,23 @@ using Fusion = cutlass::epilogue::fusion::LinCombPerRowBiasEltActAux<
 #elif HDDM_EPI == 3
 using Fusion = cutlass::epilogue::fusion::LinCombDeEltAct<
     LayoutD, cutlass::epilogue::thread::dGELU, bf16, float, bf16, bf16>;
+#elif HDDM_EPI == 4
+using Fusion = cutlass::epilogue::fusion::PerRowLinCombPerRowBiasEltAct<
+    cutlass::epilogue::thread::Identity, bf16, float, bf16, bf16, bf16>;
 #else
 #error "unknown HDDM_EPI"
+#endif
+
+#if HDDM_EPI == 4
+using ElementC = bf16;  // the residual
+#else
+using ElementC = void;  // no C operand
 #endif
 
 using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
     cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
     cutlass::epilogue::collective::EpilogueTileAuto, float, float,
-    void, LayoutD, 8,  // no C operand
+    ElementC, LayoutD, 8,
     bf16, LayoutD, 8,
     EpiSchedule, Fusion>::CollectiveOp;
 
@@ -118,18 +134,36 @@ using Kernel = cutlass::gemm::kernel::GemmUniversal<
 using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 
 typename Gemm::Arguments make_arguments(const HddmGemmArgs& a) {
-  const int M = static_cast<int>(a.n), N = static_cast<int>(a.m), K = static_cast<int>(a.k);
+#if HDDM_EPI == 4
+  const int L = static_cast<int>(a.batch);
+#else
+  const int L = 1;
+#endif
+  const int M = static_cast<int>(a.n), N = static_cast<int>(a.m / L), K = static_cast<int>(a.k);
   auto stride_a = cutlass::make_cute_packed_stride(typename Kernel::StrideA{}, {M, K, 1});
-  auto stride_b = cutlass::make_cute_packed_stride(typename Kernel::StrideB{}, {N, K, 1});
-  auto stride_d = cutlass::make_cute_packed_stride(typename Kernel::StrideD{}, {M, N, 1});
+  auto stride_b = cutlass::make_cute_packed_stride(typename Kernel::StrideB{}, {N, K, L});
+  auto stride_d = cutlass::make_cute_packed_stride(typename Kernel::StrideD{}, {M, N, L});
+  get<2>(stride_a) = 0;  // one weight for every sample
+  const void* c_ptr = nullptr;
+#if HDDM_EPI == 4
+  c_ptr = a.residual;
+#endif
   typename Gemm::Arguments args{
       cutlass::gemm::GemmUniversalMode::kGemm,
-      {M, N, K, 1},
+      {M, N, K, L},
       {static_cast<const bf16*>(a.w), stride_a, static_cast<const bf16*>(a.x), stride_b},
-      {{}, nullptr, stride_d, static_cast<bf16*>(a.y), stride_d}};
+      {{}, static_cast<const bf16*>(c_ptr), stride_d, static_cast<bf16*>(a.y), stride_d}};
   auto& fusion = args.epilogue.thread;
+#if HDDM_EPI == 4
+  fusion.alpha_ptr = static_cast<const bf16*>(a.gate);
+  fusion.dAlpha = {true, _0{}, a.gate_stride};
+  fusion.beta = bf16(1.0f);
+  fusion.bias_ptr = static_cast<const bf16*>(a.bias);
+  fusion.dBias = {_1{}, _0{}, static_cast<int64_t>(M)};
+#else
   fusion.alpha = 1.0f;
   fusion.beta = 0.0f;
+#endif
 #if HDDM_EPI <= 2
   fusion.bias_ptr = static_cast<const bf16*>(a.bias);
 #endif
