@@ -4,13 +4,15 @@ the heuristic's first algorithm, and with the fastest of its candidates) and thr
 
     python benchmarks/gemm_epilogues.py --arch DiT-XL/2 --batch 128 --arch DiT-B/2 --batch 256
 
-Rows per (arch, batch): the four sampling GEMMs (qkv, proj, fc1 + bias + GELU, fc2) and the training MLP's
-epilogue GEMMs — fc1 keeping the pre-activation (GELU_AUX_BIAS), fc2's input gradient times GELU'(pre)
-(DGELU) with fc1's bias gradient summed after it, and the same with the sum in the epilogue (DGELU_BGRAD). The PyTorch column runs what a model without this
-module runs: ``F.linear``, ``torch._addmm_activation`` (cuBLASLt's GELU epilogue, first heuristic pick), or
-the matmul and ``gelu``/``gelu_backward`` as separate kernels. The ``sm90`` columns (when ``sm90_gemm.available()``)
-give its time, the tile shape it picked and its largest relative error against the PyTorch column's output. Time: median of ``--iters`` calls (CUDA events)
-after warm-up; TFLOP/s counts the matmul only (2 per multiply-add). On CPU it runs the ops' PyTorch fallbacks.
+Rows per (arch, batch): the four sampling GEMMs (qkv, proj, fc1 + bias + GELU, fc2; and fc1 without the
+GELU, for scale) and the training MLP's epilogue GEMMs — fc1 keeping the pre-activation (GELU_AUX_BIAS),
+fc2's input gradient times GELU'(pre) (DGELU) with fc1's bias gradient summed after it, and the same with the
+sum in the epilogue (DGELU_BGRAD). The PyTorch column runs what a model without this module runs:
+``F.linear``, ``torch._addmm_activation`` (cuBLASLt's GELU epilogue, first heuristic pick), or the matmul and
+``gelu``/``gelu_backward`` as separate kernels. The ``sm90`` columns (when ``sm90_gemm.available()``) give its
+time, the tile shape it picked and its largest relative error against the PyTorch column's output. Time:
+median of ``--iters`` calls (CUDA events) after warm-up; TFLOP/s counts the matmul only (2 per
+multiply-add). On CPU it runs the ops' PyTorch fallbacks.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def _sm90(epilogue, x, w, bias=None, aux=False, pre=None, bias_grad=False):
 
 
 def cases(tokens: int, d: int, device, dtype):
-    """(name, flops, pytorch fn, cublaslt fn, sm90 fn or None) for one block's GEMMs at ``tokens`` rows and width d."""
+    """(name, flops, pytorch fn, cublaslt fn, sm90 fn or None) per GEMM of one block, ``tokens`` rows, width d."""
     g = torch.Generator(device=device).manual_seed(0)
     def rnd(*shape, scale=1.0):
         return (torch.randn(*shape, generator=g, device=device) * scale).to(dtype)
@@ -60,20 +62,23 @@ def cases(tokens: int, d: int, device, dtype):
     pre = rnd(tokens, 4 * d)
     grad = rnd(tokens, d)
     mm = lambda o, i: 2 * tokens * o * i
+
+    def plain(name, inp, layer):
+        wl, bl = w[layer], b[layer]
+        return (name, mm(*wl.shape), lambda: F.linear(inp, wl, bl), lambda: cublaslt.linear_bias(inp, wl, bl),
+                _sm90("bias", inp, wl, bl))
+
     return [
-        ("qkv", mm(3 * d, d), lambda: F.linear(x, w["qkv"], b["qkv"]), lambda: cublaslt.linear_bias(x, w["qkv"], b["qkv"]),
-         _sm90("bias", x, w["qkv"], b["qkv"])),
-        ("proj", mm(d, d), lambda: F.linear(x, w["proj"], b["proj"]), lambda: cublaslt.linear_bias(x, w["proj"], b["proj"]),
-         _sm90("bias", x, w["proj"], b["proj"])),
+        plain("qkv", x, "qkv"),
+        plain("proj", x, "proj"),
         ("fc1+gelu", mm(4 * d, d), lambda: torch._addmm_activation(b["fc1"], x, w["fc1"].t(), use_gelu=True),
          lambda: cublaslt.linear_gelu(x, w["fc1"], b["fc1"]), _sm90("gelu_bias", x, w["fc1"], b["fc1"])),
-        ("fc1 plain", mm(4 * d, d), lambda: F.linear(x, w["fc1"], b["fc1"]),
-         lambda: cublaslt.linear_bias(x, w["fc1"], b["fc1"]), _sm90("bias", x, w["fc1"], b["fc1"])),
-        ("fc2", mm(d, 4 * d), lambda: F.linear(x4, w["fc2"], b["fc2"]), lambda: cublaslt.linear_bias(x4, w["fc2"], b["fc2"]),
-         _sm90("bias", x4, w["fc2"], b["fc2"])),
+        plain("fc1 plain", x, "fc1"),
+        plain("fc2", x4, "fc2"),
         ("train fc1+gelu+aux", mm(4 * d, d),
          lambda: (lambda p: (F.gelu(p, approximate="tanh"), p))(F.linear(x, w["fc1"], b["fc1"])),
-         lambda: cublaslt.linear_gelu_aux(x, w["fc1"], b["fc1"]), _sm90("gelu_aux_bias", x, w["fc1"], b["fc1"], aux=True)),
+         lambda: cublaslt.linear_gelu_aux(x, w["fc1"], b["fc1"]),
+         _sm90("gelu_aux_bias", x, w["fc1"], b["fc1"], aux=True)),
         ("train dgelu, sum", mm(4 * d, d),
          lambda: (lambda gp: (gp, gp.sum(0)))(torch.ops.aten.gelu_backward(grad @ w["fc2"], pre, approximate="tanh")),
          lambda: (lambda gp: (gp, gp.sum(0)))(cublaslt.matmul_dgelu(grad, w["fc2"], pre)),
@@ -88,7 +93,8 @@ def _max_rel(got, ref) -> float:
     """Largest relative error (Frobenius) over the outputs of one case."""
     got = got if isinstance(got, tuple) else (got,)
     ref = ref if isinstance(ref, tuple) else (ref,)
-    return max(((g.float() - r.float()).norm() / r.float().norm().clamp_min(1e-12)).item() for g, r in zip(got, ref))
+    return max(((g.float() - r.float()).norm() / r.float().norm().clamp_min(1e-12)).item()
+               for g, r in zip(got, ref))
 
 
 def main(argv=None) -> None:
@@ -98,7 +104,8 @@ def main(argv=None) -> None:
     pairs, device, dtype = shape_setup(ap, args, f"; cuBLASLt found: {cublaslt.available()}")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"{'arch':10} {'gemm':20} {'tokens':>7} {'pytorch ms':>10} {'lt first':>9} {'lt tuned':>9} "
-          f"{'tuned TF/s':>10} {'vs pytorch':>10} {'picked':>8} {'sm90 ms':>8} {'sm90 TF/s':>9} {'cfg':>3} {'rel err':>8}")
+          f"{'tuned TF/s':>10} {'vs pytorch':>10} {'picked':>8} "
+          f"{'sm90 ms':>8} {'sm90 TF/s':>9} {'cfg':>3} {'rel err':>8}")
     for arch, batch in pairs:
         cfg = get_preset(arch, input_size=args.input_size, in_channels=4)
         tokens = batch * (args.input_size // cfg.patch_size) ** 2

@@ -281,7 +281,7 @@ def gemm(x: Tensor, w: Tensor, *, w_is_nk: bool = True, epilogue: str = "default
 @torch.library.custom_op("hddm::linear_gelu", mutates_args=())
 def linear_gelu(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """GELU(x @ weight.T + bias) in one matmul (x (M, K), weight (N, K)): a sampling MLP's fc1."""
-    if sm90_gemm.runnable(x, weight, bias):
+    if sm90_gemm.runnable("gelu_bias", x, weight, bias):
         return sm90_gemm.gemm(x, weight, epilogue="gelu_bias", bias=bias)
     if not _runnable(x, weight, bias):
         return torch._addmm_activation(bias, x, weight.t(), use_gelu=True)
@@ -296,7 +296,7 @@ def _(x, weight, bias):
 @torch.library.custom_op("hddm::linear_bias", mutates_args=())
 def linear_bias(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """x @ weight.T + bias in one matmul with the tuned algorithm."""
-    if sm90_gemm.plain and sm90_gemm.runnable(x, weight, bias):
+    if sm90_gemm.plain and sm90_gemm.runnable("bias", x, weight, bias):
         return sm90_gemm.gemm(x, weight, epilogue="bias", bias=bias)
     if not _runnable(x, weight, bias):
         return torch.addmm(bias, x, weight.t())
@@ -315,7 +315,7 @@ def linear_gelu_aux(x: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Te
         pre = torch.addmm(bias, x, weight.t())
         return torch.nn.functional.gelu(pre, approximate="tanh"), pre
     pre = x.new_empty(x.shape[0], weight.shape[0])
-    if sm90_gemm.runnable(x, weight, bias):
+    if sm90_gemm.runnable("gelu_aux_bias", x, weight, bias):
         return sm90_gemm.gemm(x, weight, epilogue="gelu_aux_bias", bias=bias, aux=pre), pre
     return gemm(x, weight, epilogue="gelu_aux_bias", bias=bias, aux=pre), pre
 
@@ -329,7 +329,7 @@ def _(x, weight, bias):
 def matmul_dgelu(grad: Tensor, weight: Tensor, pre: Tensor) -> Tensor:
     """(grad @ weight) · GELU'(pre): grad (M, N2) of fc2's output, weight fc2's (N2, N1), pre fc1's
     pre-activation (M, N1); gives fc1's pre-activation gradient."""
-    if sm90_gemm.runnable(grad, weight, pre):
+    if sm90_gemm.runnable("dgelu", grad, weight, pre):
         return sm90_gemm.gemm(grad, weight, epilogue="dgelu", aux=pre)
     if not _runnable(grad, weight, pre):
         return torch.ops.aten.gelu_backward(grad @ weight, pre, approximate="tanh")

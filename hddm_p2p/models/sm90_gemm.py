@@ -50,7 +50,7 @@ CONFIGS = {
 SOURCE = Path(__file__).parent / "csrc" / "sm90_gemm.cu"
 FLAGS = ("-std=c++17", "-O3", "-DNDEBUG", "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC",
          "-gencode=arch=compute_90a,code=sm_90a")
-choices: dict[tuple, dict] = {}  # (epilogue, m, n, k, device) → {"config", "ms", "all_ms"}
+choices: dict[tuple, dict] = {}  # (epilogue, m, n, k, device, batch) → {"config", "ms", "all_ms"}
 
 
 class _Args(ctypes.Structure):
@@ -195,14 +195,15 @@ def has(epilogue: str) -> bool:
     return "fns" in _state and any(e == EPILOGUES[epilogue] for e, _ in _state["fns"])
 
 
-def runnable(*tensors: Tensor) -> bool:
-    """Whether a call on these operands may take this path: ``available``, all bf16 on one CUDA device,
-    contiguous, 16-byte aligned, each row a multiple of 8 elements (what the kernels' TMA loads need; every
-    GEMM dimension but the token count is some operand's row length)."""
+def runnable(epilogue: str, *tensors: Tensor) -> bool:
+    """Whether a call with this epilogue on these operands may take this path: ``available`` with a kernel for
+    the epilogue (a library built from an older source may lack one), all bf16 on one CUDA device, contiguous,
+    16-byte aligned, each row a multiple of 8 elements (what the kernels' TMA loads need; every GEMM
+    dimension but the token count is some operand's row length)."""
     t0 = tensors[0]
     return (enabled and t0.is_cuda and t0.dtype == torch.bfloat16
             and all(t.dtype == t0.dtype and t.device == t0.device and t.is_contiguous() and t.data_ptr() % 16 == 0
-                    and t.shape[-1] % 8 == 0 for t in tensors) and available())
+                    and t.shape[-1] % 8 == 0 for t in tensors) and available() and has(epilogue))
 
 
 def _launch(fn, args: _Args) -> None:
@@ -306,7 +307,8 @@ def linear_gated_residual(x: Tensor, weight: Tensor, bias: Tensor, gate: Tensor,
     weight (N, K), bias (N,), gate (B, N), residual (B·T, N). One GEMM whose epilogue adds the residual on an
     sm_90 GPU (``gated_residual``); the same sum in plain PyTorch elsewhere."""
     b, n = gate.shape
-    if runnable(x, weight, bias, residual) and gate.dtype == x.dtype and gate_ok(gate, x.shape[0]):
+    if (runnable("gated_residual", x, weight, bias, residual) and gate.dtype == x.dtype
+            and gate_ok(gate, x.shape[0])):
         gated_bias = (gate * bias).contiguous()
         return gemm(x, weight, epilogue="gated_residual", bias=gated_bias, gate=gate, residual=residual)
     branch = torch.nn.functional.linear(x, weight, bias).view(b, -1, n)

@@ -34,7 +34,7 @@ def _rel(a, b):
 
 def test_nothing_runs_off_a_hopper_gpu():
     x = torch.randn(4, 8, dtype=torch.bfloat16)
-    assert not sm90_gemm.runnable(x)  # CPU tensor: never this path
+    assert not sm90_gemm.runnable("bias", x)  # CPU tensor: never this path
     if not torch.cuda.is_available():
         assert not sm90_gemm.available()
 
@@ -46,7 +46,7 @@ def test_rows_the_kernels_cannot_load_fall_back(sm90_on):
     x = torch.randn(64, 36, device="cuda", dtype=torch.bfloat16)
     w = torch.randn(128, 36, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(128, device="cuda", dtype=torch.bfloat16)
-    assert not sm90_gemm.runnable(x, w, b)
+    assert not sm90_gemm.runnable("gelu_bias", x, w, b)
     ref = F.gelu(F.linear(x.float(), w.float(), b.float()), approximate="tanh")
     assert _rel(cublaslt.linear_gelu(x, w, b), ref) < 1e-2
 
@@ -87,7 +87,10 @@ def _toolchain():
     and names them in $HDDM_TEST_NVCC / $HDDM_TEST_CUTLASS_DIR; else the machine's own, if any."""
     nvcc = os.environ.get("HDDM_TEST_NVCC") or sm90_gemm.find_nvcc()
     root = os.environ.get("HDDM_TEST_CUTLASS_DIR")
-    includes = [Path(root) / "include", Path(root) / "tools" / "util" / "include"] if root else sm90_gemm.cutlass_include()
+    if root:
+        includes = [Path(root) / "include", Path(root) / "tools" / "util" / "include"]
+    else:
+        includes = sm90_gemm.cutlass_include()
     if not (nvcc and Path(nvcc).is_file() and includes and (includes[0] / "cutlass" / "cutlass.h").is_file()):
         pytest.skip("needs nvcc and CUTLASS's headers (make nvcc)")
     return nvcc, includes
