@@ -50,7 +50,7 @@ CONFIGS = {
 SOURCE = Path(__file__).parent / "csrc" / "sm90_gemm.cu"
 FLAGS = ("-std=c++17", "-O3", "-DNDEBUG", "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC",
          "-gencode=arch=compute_90a,code=sm_90a")
-choices: dict[tuple, dict] = {}  # (epilogue, m, n, k, device, batch) → {"config", "ms", "all_ms"}
+choices: dict[tuple, dict] = {}  # (epilogue, m, n, k, device, batch) → {"config", "ms", "all_ms", "workspace"}
 
 
 class _Args(ctypes.Structure):
@@ -179,6 +179,7 @@ def _load() -> dict | None:
     except (OSError, BuildError, subprocess.SubprocessError) as exc:
         _state["error"] = str(exc)
     _state["fns"] = fns
+    _state["epilogues"] = {e for e, _ in fns}
     return _state if fns else None
 
 
@@ -192,7 +193,7 @@ def available() -> bool:
 
 def has(epilogue: str) -> bool:
     """Whether the loaded library holds at least one kernel for this epilogue."""
-    return "fns" in _state and any(e == EPILOGUES[epilogue] for e, _ in _state["fns"])
+    return EPILOGUES[epilogue] in _state.get("epilogues", ())
 
 
 def runnable(epilogue: str, *tensors: Tensor) -> bool:
@@ -227,26 +228,27 @@ def _time(fn, args: _Args, rounds: int = 5, calls: int = 4) -> float:
     return statistics.median(times)
 
 
-def _pick(key: tuple, args: _Args) -> int:
-    """The fastest config for this shape, timed once on the real operands. While a CUDA graph is being
-    captured nothing can be timed: an untimed shape then takes the epilogue's first config."""
+def _pick(key: tuple, args: _Args) -> tuple[int, int]:
+    """(config, workspace bytes) for this shape: the fastest config, timed once on the real operands. While a
+    CUDA graph is being captured nothing can be timed: an untimed shape then takes the epilogue's first config."""
     if key in choices:
-        return choices[key]["config"]
-    fns = {c: f for (e, c), f in _state["fns"].items() if e == EPILOGUES[key[0]]}
+        return choices[key]["config"], choices[key]["workspace"]
+    epi, where = EPILOGUES[key[0]], torch.device("cuda", key[4])
+    fns = {c: f for (e, c), f in _state["fns"].items() if e == epi}
+    needs = {c: _state["ws"][epi, c](ctypes.byref(args)) for c in fns}
     if torch.cuda.is_current_stream_capturing():
-        return next(iter(fns))
+        first = next(iter(fns))
+        return first, needs[first]
     ms = {}
     for c, f in fns.items():
-        need = _state["ws"][EPILOGUES[key[0]], c](ctypes.byref(args))
-        if need > args.workspace_bytes:
-            _workspace(args, key[4], torch.device("cuda", key[4]), need)
+        _workspace(args, where, needs[c])
         if f(ctypes.byref(args)) == 0:  # 1: the config cannot implement the shape
             ms[c] = _time(f, args)
     if not ms:
         raise RuntimeError(f"no sm90 GEMM config runs {key}")
     best = min(ms, key=ms.get)
-    choices[key] = {"config": best, "ms": ms[best], "all_ms": ms}
-    return best
+    choices[key] = {"config": best, "ms": ms[best], "all_ms": ms, "workspace": needs[best]}
+    return best, needs[best]
 
 
 def gemm(x: Tensor, w: Tensor, *, epilogue: str, bias: Tensor | None = None, aux: Tensor | None = None,
@@ -271,24 +273,21 @@ def gemm(x: Tensor, w: Tensor, *, epilogue: str, bias: Tensor | None = None, aux
     key = (epilogue, m, n, k, device, batch)
     # the kernels launch in the calling thread's current CUDA context: make it the operands' device
     with _lock, torch.cuda.device(x.device):
-        _workspace(args, device, x.device)
-        cfg = _pick(key, args)
-        e = EPILOGUES[epilogue]
-        if _state["ws"][e, cfg](ctypes.byref(args)) > args.workspace_bytes:
-            _workspace(args, device, x.device, _state["ws"][e, cfg](ctypes.byref(args)))
-        _launch(_state["fns"][e, cfg], args)
+        cfg, need = _pick(key, args)
+        _workspace(args, x.device, need)
+        _launch(_state["fns"][EPILOGUES[epilogue], cfg], args)
     return out
 
 
-def _workspace(args: _Args, device: int, where: torch.device, need: int = 0) -> None:
+def _workspace(args: _Args, where: torch.device, need: int) -> None:
     """Point ``args`` at this device's workspace, grown to ``need`` bytes. The persistent kernels here need
     none; a buffer allocated while a CUDA graph is captured would land in the graph's private pool, so
     growing one then is refused."""
-    have = _workspaces.get(device)
+    have = _workspaces.get(where.index)
     if need > (0 if have is None else have.numel()):
         if torch.cuda.is_current_stream_capturing():
             raise RuntimeError("sm90 GEMM needs a workspace: run the shape once before capturing a CUDA graph")
-        have = _workspaces[device] = torch.empty(need, dtype=torch.uint8, device=where)
+        have = _workspaces[where.index] = torch.empty(need, dtype=torch.uint8, device=where)
     if have is not None:
         args.workspace, args.workspace_bytes = have.data_ptr(), have.numel()
 
