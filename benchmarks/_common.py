@@ -102,10 +102,33 @@ def kernel_breakdown(fn, steps: int = 3, top: int = 12) -> str:
     total = sum(per_cat.values())
     lines = [f"GPU kernel time per step: {total:.2f} ms"]
     lines += [f"  {c:30} {ms:8.2f} ms  {100 * ms / total:5.1f}%" for c, ms in sorted(per_cat.items(), key=lambda x: -x[1])]
+    lines += idle_summary(prof.events(), steps)
     lines.append("  top kernels:")
     lines += [f"    {ms:8.3f} ms  {category(k)[:10]:10}  {k[:110]}"
               for k, ms in sorted(per_kernel.items(), key=lambda x: -x[1])[:top]]
     return "\n".join(lines)
+
+
+def idle_summary(events, steps: int, show: int = 5) -> list[str]:
+    """Where the GPU waited: from the first kernel's start to the last one's end, the time no kernel ran, per
+    step, and the longest gaps with the kernels around them (host work the GPU waited for, or a sync)."""
+    spans = sorted((e.time_range.start, e.time_range.end, e.name) for e in events
+                   if getattr(e, "device_type", None) is not None and e.device_type.name == "CUDA"
+                   and e.time_range.end > e.time_range.start)
+    if not spans:
+        return []
+    gaps, reach, before = [], spans[0][1], spans[0][2]
+    for start, end, name in spans[1:]:
+        if start > reach:
+            gaps.append((start - reach, before, name))
+        if end >= reach:
+            reach, before = end, name
+    wall = (reach - spans[0][0]) / 1e3 / steps
+    idle = sum(g for g, _, _ in gaps) / 1e3 / steps
+    lines = [f"  GPU span per step {wall:.2f} ms, idle {idle:.2f} ms ({100 * idle / wall:.1f}%) in "
+             f"{len(gaps) / steps:.0f} gaps; longest:"]
+    lines += [f"    {g / 1e3:8.3f} ms  after {a[:50]}  before {b[:50]}" for g, a, b in sorted(gaps, reverse=True)[:show]]
+    return lines
 
 
 def add_shape_args(ap, iters: int = 10) -> None:

@@ -20,7 +20,7 @@ activations; no autocast), in eval mode under ``torch.inference_mode``. Rows (``
                                              only; the fastest of its tile shapes) instead of cuBLASLt's epilogue;
                                              ``+sm90all``: qkv, proj and fc2 as CUTLASS kernels too;
                                              ``+sm90res``: each gated residual added in the proj / fc2 GEMM's
-                                             epilogue (``DiTBlock.forward_fused_residual``; not yet measured)
+                                             epilogue (``DiTBlock.forward_fused_residual``)
     hddm compile -norm                       without the fused norm (inductor fuses those steps itself)
     hddm compile -gelu                       without either fusion (GELU as a separate pass)
     hddm compile+cudnn                       + SDPA's cuDNN attention backend
@@ -35,7 +35,8 @@ activations; no autocast), in eval mode under ``torch.inference_mode``. Rows (``
                                              leaves GELU to inductor, which may fuse it into a template's epilogue
 
 Time: median over ``--iters`` calls measured with CUDA events after ``--warmup`` calls (wall clock on
-CPU). MFU = analytic forward FLOPs (``hddm_p2p.models.flops``, 2 per multiply-add; each model's own
+CPU), each call synchronised; ``queued ms``: the same number of calls queued back to back between two events
+(as a sampler runs its steps), divided by the count. MFU = analytic forward FLOPs (``hddm_p2p.models.flops``, 2 per multiply-add; each model's own
 config, so diffusers is charged its per-block AdaLN-Zero linears) × images/s / dense bf16 peak. The
 ``vs diffusers`` column divides by the compiled diffusers row of the same arch (the issue's target: ≥ 1.15×).
 """
@@ -140,6 +141,24 @@ def time_forward(fn, inputs, warmup: int, iters: int, device: torch.device) -> t
     return statistics.median(times), warm
 
 
+def time_back_to_back(fn, inputs, iters: int, device: torch.device) -> float:
+    """Seconds per call with ``iters`` calls queued back to back and one sync at the end, as a sampler's steps
+    run: the host's per-call work overlaps the GPU's, so no call waits for its own launch."""
+    _sync(device)
+    if device.type != "cuda":
+        s = time.perf_counter()
+        for i in range(iters):
+            fn(*inputs[i % len(inputs)])
+        return (time.perf_counter() - s) / iters
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    for i in range(iters):
+        fn(*inputs[i % len(inputs)])
+    b.record()
+    b.synchronize()
+    return a.elapsed_time(b) / 1e3 / iters
+
+
 def run_variant(arch: str, variant: str, batch: int, args, device: torch.device) -> dict:
     _, fused_gelu, fused_norm, backend = VARIANTS[variant]
     Mlp.fused_gelu = fused_gelu
@@ -174,6 +193,7 @@ def _run_variant(arch: str, variant: str, batch: int, args, device: torch.device
     fn = torch.inference_mode()(lambda x, t, y: _call(kind, fwd, x, t, y))
     try:
         sec, warm = time_forward(fn, inputs, args.warmup, args.iters, device)
+        queued = time_back_to_back(fn, inputs, args.iters, device)
         if args.profile and device.type == "cuda":
             print(f"--- {arch} {variant}, batch {batch}\n" + kernel_breakdown(lambda: fn(*inputs[0])), flush=True)
     except torch.cuda.OutOfMemoryError:
@@ -183,12 +203,12 @@ def _run_variant(arch: str, variant: str, batch: int, args, device: torch.device
     finally:
         torch._dynamo.reset()
     return {"arch": arch, "variant": variant, "batch": batch, "s_per_call": sec, "images_per_s": batch / sec,
-            "flops_per_image": flops, "warmup_s": warm}
+            "flops_per_image": flops, "warmup_s": warm, "s_per_call_queued": queued}
 
 
 def report(rows: list[dict], peak: float | None) -> None:
     print(f"{'arch':9} {'variant':26} {'batch':>5} {'ms/call':>9} {'img/s':>10} {'MFU':>7} {'vs diffusers':>12}"
-          f" {'warmup s':>8}")
+          f" {'warmup s':>8} {'queued ms':>9} {'vs diffusers':>12}")
     for r in rows:
         if r.get("oom") or r.get("error"):
             print(f"{r['arch']:9} {r['variant']:26} {r['batch']:>5} {r.get('error') or 'out of memory'}")
@@ -197,8 +217,10 @@ def report(rows: list[dict], peak: float | None) -> None:
         ref = next((q for q in rows if q["arch"] == r["arch"] and q["variant"] == "diffusers compile"
                     and "images_per_s" in q), None)
         vs = f"{r['images_per_s'] / ref['images_per_s']:.3f}x" if ref else "n/a"
+        vs_q = f"{ref['s_per_call_queued'] / r['s_per_call_queued']:.3f}x" if ref else "n/a"
         print(f"{r['arch']:9} {r['variant']:26} {r['batch']:>5} {1e3 * r['s_per_call']:>9.3f} "
-              f"{r['images_per_s']:>10.1f} {mfu:>7} {vs:>12} {r['warmup_s']:>8.1f}")
+              f"{r['images_per_s']:>10.1f} {mfu:>7} {vs:>12} {r['warmup_s']:>8.1f} "
+              f"{1e3 * r['s_per_call_queued']:>9.3f} {vs_q:>12}")
 
 
 def main(argv=None) -> None:

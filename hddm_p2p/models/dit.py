@@ -217,11 +217,11 @@ class DiT(nn.Module):
         return self.caption_embedder is None and len(self.blocks) > 0 and kernel
 
     def fused_residuals(self, h: Tensor, t0: Tensor) -> bool:
-        """Whether the blocks chain through ``DiTBlock.forward_fused_residual``: ``sm90_gemm.residual`` on,
-        sampling (no autograd graph), blocks without cross-attention. (The GEMM op itself falls back to
-        PyTorch where its kernel cannot run.)"""
-        return (sm90_gemm.residual and self.caption_embedder is None and len(self.blocks) > 0
-                and not records_grad(h, t0))
+        """Whether the blocks chain through ``DiTBlock.forward_fused_residual``: ``sm90_gemm.residual_chain``
+        (by default: an sm_90 GPU with the gated-residual kernel built), sampling (no autograd graph), blocks
+        without cross-attention. (The GEMM op itself falls back to PyTorch where its kernel cannot run.)"""
+        return (self.caption_embedder is None and len(self.blocks) > 0 and not records_grad(h, t0)
+                and sm90_gemm.residual_chain(h.device))
 
     def forward(self, x: Tensor, t: Tensor, cond=None, drop: Tensor | None = None) -> Tensor:
         B = x.shape[0]

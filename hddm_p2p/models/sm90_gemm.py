@@ -34,9 +34,10 @@ Tensor = torch.Tensor
 
 enabled: bool = True  # False: every caller takes its cuBLASLt / PyTorch path
 plain: bool = False  # with ``enabled``: sampling's qkv, proj and fc2 (bias epilogue) through here too
-# Sampling: each block's gated residual adds inside the proj / fc2 GEMMs' epilogue (``linear_gated_residual``;
-# ``DiT`` then chains the blocks through ``DiTBlock.forward_fused_residual``). Off: not yet measured on a GPU.
-residual: bool = False
+# Sampling: each block's gated residual added inside the proj / fc2 GEMMs' epilogue (``linear_gated_residual``;
+# ``DiT`` then chains the blocks through ``DiTBlock.forward_fused_residual``). "auto": where that kernel runs (an
+# sm_90 GPU, the library built with it); True: always (elsewhere the op's PyTorch sum stands in); False: never.
+residual: bool | str = "auto"
 EPILOGUES = {"bias": 0, "gelu_bias": 1, "gelu_aux_bias": 2, "dgelu": 3, "gated_residual": 4}
 # CUTLASS's (M, N) is (output features, tokens): the product runs transposed, bias along M.
 CONFIGS = {
@@ -194,6 +195,14 @@ def available() -> bool:
 def has(epilogue: str) -> bool:
     """Whether the loaded library holds at least one kernel for this epilogue."""
     return EPILOGUES[epilogue] in _state.get("epilogues", ())
+
+
+@torch.compiler.assume_constant_result  # read once while torch.compile traces the model: no graph break
+def residual_chain(device: torch.device) -> bool:
+    """Whether sampling on ``device`` chains the blocks through the gated-residual epilogue (``residual``)."""
+    if residual == "auto":
+        return device.type == "cuda" and available() and has("gated_residual")
+    return bool(residual)
 
 
 def runnable(epilogue: str, *tensors: Tensor) -> bool:

@@ -18,6 +18,6 @@ def test_expert_forward_prints_throughput_and_ratio_to_diffusers(tmp_path):
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["variant"] for r in rows] == ["diffusers eager", "hddm eager"]
-    assert all(r["images_per_s"] > 0 and r["flops_per_image"] > 0 for r in rows)
+    assert all(r["images_per_s"] > 0 and r["flops_per_image"] > 0 and r["s_per_call_queued"] > 0 for r in rows)
     table = [ln for ln in out.stdout.splitlines() if ln.startswith("tiny ")]
     assert len(table) == 2 and all("n/a" in ln for ln in table)  # no MFU / no compiled diffusers row on CPU

@@ -193,9 +193,27 @@ def test_sampling_mlp_under_a_cuda_graph(sm90_on):
 
 @pytest.fixture
 def residual_on():
+    was = sm90_gemm.residual
     sm90_gemm.residual = True
     yield
-    sm90_gemm.residual = False
+    sm90_gemm.residual = was
+
+
+def test_the_residual_chain_is_on_by_default_where_its_kernel_runs(monkeypatch):
+    """Sampling chains the blocks through the gated-residual GEMM by default only where that kernel runs;
+    True forces the chain (the op's PyTorch sum elsewhere), False turns it off."""
+    assert sm90_gemm.residual == "auto"
+    assert not sm90_gemm.residual_chain(torch.device("cpu"))
+    monkeypatch.setattr(sm90_gemm, "available", lambda: True)
+    monkeypatch.setattr(sm90_gemm, "has", lambda epilogue: epilogue == "gated_residual")
+    assert sm90_gemm.residual_chain(torch.device("cuda", 0)) and not sm90_gemm.residual_chain(torch.device("cpu"))
+    monkeypatch.setattr(sm90_gemm, "has", lambda epilogue: False)  # a library built before the epilogue existed
+    assert not sm90_gemm.residual_chain(torch.device("cuda", 0))
+    monkeypatch.setattr(sm90_gemm, "residual", True)
+    assert sm90_gemm.residual_chain(torch.device("cpu"))
+    monkeypatch.setattr(sm90_gemm, "residual", False)
+    monkeypatch.setattr(sm90_gemm, "has", lambda epilogue: True)
+    assert not sm90_gemm.residual_chain(torch.device("cuda", 0))
 
 
 @pytest.mark.parametrize("adaln", ["single", "zero"])
