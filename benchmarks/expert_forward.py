@@ -196,6 +196,7 @@ def _run_variant(arch: str, variant: str, batch: int, args, device: torch.device
         queued = time_back_to_back(fn, inputs, args.iters, device)
         if args.profile and device.type == "cuda":
             print(f"--- {arch} {variant}, batch {batch}\n" + kernel_breakdown(lambda: fn(*inputs[0])), flush=True)
+            print(tuned_picks(), flush=True)
     except torch.cuda.OutOfMemoryError:
         return {"arch": arch, "variant": variant, "batch": batch, "oom": True}
     except RuntimeError as e:  # e.g. no attention kernel for this shape under the chosen backend
@@ -204,6 +205,19 @@ def _run_variant(arch: str, variant: str, batch: int, args, device: torch.device
         torch._dynamo.reset()
     return {"arch": arch, "variant": variant, "batch": batch, "s_per_call": sec, "images_per_s": batch / sec,
             "flops_per_image": flops, "warmup_s": warm, "s_per_call_queued": queued}
+
+
+def tuned_picks() -> str:
+    """What the autotuners have picked so far in this process (their timings vary from run to run): the norm
+    pass's Triton config per (width, add) and the CUTLASS tile shape per GEMM shape."""
+    lines = []
+    tuned = getattr(fused_norm_kernel, "_tuned_kernel", None)
+    for key, config in getattr(tuned, "cache", {}).items():
+        lines.append(f"  norm pass (width {key[0]}, add {key[1]}): {config}")
+    for key, pick in sm90_gemm.choices.items():
+        lines.append(f"  sm90 {key[0]} m={key[1]} n={key[2]} k={key[3]} batch={key[5]}: "
+                     f"{sm90_gemm.CONFIGS[pick['config']]}, {pick['ms']:.3f} ms")
+    return "\n".join(["autotuned:"] + lines) if lines else "autotuned: nothing"
 
 
 def report(rows: list[dict], peak: float | None) -> None:
