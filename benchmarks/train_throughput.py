@@ -25,7 +25,9 @@ the forward and backward replayed as CUDA graphs (``mode="reduce-overhead"``); `
 gradient-clipping factor handed to the fused AdamW step instead of a pass scaling the gradients
 (``hddm_p2p.train.clip``); ``+sm90 gemms`` (``and cuda graphs``): the ``+fused norm`` row (``+cuda graphs`` row)
 with fc1 + GELU keeping the pre-activation and fc2's input gradient times GELU' as CUTLASS kernels
-(``hddm_p2p.models.sm90_gemm``, Hopper only) instead of cuBLASLt's epilogues; ``+data from host memory`` /
+(``hddm_p2p.models.sm90_gemm``, Hopper only) instead of cuBLASLt's epilogues; ``+one graph per step``: the
+``+sm90 gemms`` row with the whole step — forward, backward, clipping, the capturable fused AdamW, EMA — captured
+once as one CUDA graph and replayed (CPU: as the row above); ``+data from host memory`` /
 ``+data on the GPU``: the ``+gelu epilogues`` row fed by the training loop's own source (``MemorySource``) over
 50,000 precomputed fp16 latents, each batch copied from host memory, or gathered on the GPU where the source
 keeps them (every other row reuses one latent batch already on the GPU); ``+multi-kernel``: each
@@ -74,6 +76,7 @@ class Variant:
     sm90: bool = False             # the MLP's epilogue GEMMs as CUTLASS kernels (``hddm_p2p.models.sm90_gemm``)
     clip: str = "separate"         # "separate": ``clip_grad_norm_`` | "fold": the factor passed to the fused
                                    # AdamW step (``hddm_p2p.train.clip``; the training loop's default)
+    step_graph: bool = False       # the whole step (forward, backward, clipping, AdamW, EMA) as one CUDA graph
     data: str = "synthetic"        # "synthetic": one latent batch on the GPU | "host" / "resident": batches drawn
                                    # by the training loop's ``MemorySource`` from 50,000 fp16 latents in host memory
                                    # (copied every step) or kept on the GPU (``MemorySource.to``)
@@ -102,6 +105,8 @@ LADDER: dict[str, Variant] = {v.name: v for v in [
             gelu_epilogues=True, fused_norm=True, sm90=True),
     Variant("+cuda graphs", "bf16", compile="model", mode="reduce-overhead", residual="bf16", gelu_epilogues=True,
             fused_norm=True),
+    Variant("+one graph per step", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True,
+            sm90=True, step_graph=True),
     Variant("+cuda graphs and coordinate descent", "bf16", compile="model", mode="reduce-overhead", residual="bf16",
             gelu_epilogues=True, fused_norm=True, inductor=(("coordinate_descent_tuning", True),)),
     Variant("+coordinate descent on top", "bf16", compile="model", residual="bf16", gelu_epilogues=True,
@@ -150,7 +155,9 @@ def _time_training(arch: str, batch: int, steps: int, warmup: int, device: torch
     model = build_dit(cfg).to(device)
     model.residual_dtype = torch.bfloat16 if v.residual == "bf16" and v.dtype == "bf16" else None
     fwd = _compiled(model, v)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=v.fused_adam, foreach=not v.fused_adam)
+    graphed = v.step_graph and device.type == "cuda"
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=v.fused_adam, foreach=not v.fused_adam,
+                            capturable=graphed)
     ema = EMA(model, 0.9999)
     obj = ObjectiveConfig("fm", "flow-linear")
     gen = torch.Generator(device).manual_seed(0)
@@ -173,6 +180,8 @@ def _time_training(arch: str, batch: int, steps: int, warmup: int, device: torch
         ema.update(model, i)
 
     t0 = time.perf_counter()
+    if graphed:
+        step = _captured(step, gen, warmup)
     for i in range(warmup):
         step(i)
     _sync(device)
@@ -189,6 +198,23 @@ def _time_training(arch: str, batch: int, steps: int, warmup: int, device: torch
         print(f"--- {arch} {v.label}, batch {batch}\n" + kernel_breakdown(lambda: step(0), top=30), flush=True)
     return {"arch": arch, "mode": v.label, "batch": batch, "s_per_step": dt / steps, "images_per_s": batch * steps / dt,
             "train_flops": dit_flops(cfg, training=True), "warmup_s": warm_s, "peak_gib": peak}
+
+
+def _captured(step, gen: torch.Generator, warmup: int):
+    """``step`` run ``warmup`` times on a side stream (compiling, autotuning, allocating), then captured once as a
+    CUDA graph; returns a step that replays it. The graph advances ``gen`` as the eager step would; what the
+    step computed on the host is fixed at capture (the EMA decay of step ``warmup``)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for i in range(warmup):
+            step(i)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    graph.register_generator_state(gen)
+    with torch.cuda.graph(graph):
+        step(warmup)
+    return lambda i: graph.replay()
 
 
 def latent_source(batch: int, device: torch.device, n: int = 50_000) -> MemorySource:
