@@ -127,7 +127,8 @@ def idle_summary(events, steps: int, show: int = 5) -> list[str]:
     idle = sum(g for g, _, _ in gaps) / 1e3 / steps
     lines = [f"  GPU span per step {wall:.2f} ms, idle {idle:.2f} ms ({100 * idle / wall:.1f}%) in "
              f"{len(gaps) / steps:.0f} gaps; longest:"]
-    lines += [f"    {g / 1e3:8.3f} ms  after {a[:50]}  before {b[:50]}" for g, a, b in sorted(gaps, reverse=True)[:show]]
+    longest = sorted(gaps, reverse=True)[:show]
+    lines += [f"    {g / 1e3:8.3f} ms  after {a[:50]}  before {b[:50]}" for g, a, b in longest]
     return lines
 
 

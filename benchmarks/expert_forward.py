@@ -36,9 +36,11 @@ activations; no autocast), in eval mode under ``torch.inference_mode``. Rows (``
 
 Time: median over ``--iters`` calls measured with CUDA events after ``--warmup`` calls (wall clock on
 CPU), each call synchronised; ``queued ms``: the same number of calls queued back to back between two events
-(as a sampler runs its steps), divided by the count. MFU = analytic forward FLOPs (``hddm_p2p.models.flops``, 2 per multiply-add; each model's own
-config, so diffusers is charged its per-block AdaLN-Zero linears) × images/s / dense bf16 peak. The
-``vs diffusers`` column divides by the compiled diffusers row of the same arch (the issue's target: ≥ 1.15×).
+(as a sampler runs its steps), divided by the count. MFU = analytic forward FLOPs (``hddm_p2p.models.flops``,
+2 per multiply-add; each model's own config, so diffusers is charged its per-block AdaLN-Zero linears) ×
+images/s / dense bf16 peak. The ``vs diffusers`` columns divide by the compiled diffusers row of the same arch
+(the issue's target: ≥ 1.15×). With ``--profile`` each GPU row also prints its kernel time by category, the
+GPU's idle gaps, and what the autotuners picked.
 """
 
 from __future__ import annotations
