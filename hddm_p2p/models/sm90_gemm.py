@@ -26,6 +26,7 @@ import subprocess
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -39,14 +40,34 @@ plain: bool = False  # with ``enabled``: sampling's qkv, proj and fc2 (bias epil
 # sm_90 GPU, the library built with it); True: always (elsewhere the op's PyTorch sum stands in); False: never.
 residual: bool | str = "auto"
 EPILOGUES = {"bias": 0, "gelu_bias": 1, "gelu_aux_bias": 2, "dgelu": 3, "gated_residual": 4}
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile config: CTA tile (m, n) with K tile 64, a cluster of (cluster_m, cluster_n) CTAs, and CUTLASS's
+    kernel schedule ("Pingpong" or "Cooperative"); compiled into its own translation unit through ``defines``."""
+    m: int
+    n: int
+    cluster_m: int
+    cluster_n: int
+    schedule: str
+
+    def defines(self) -> list[str]:
+        return [f"-DHDDM_TILE_M={self.m}", f"-DHDDM_TILE_N={self.n}", f"-DHDDM_CLUSTER_M={self.cluster_m}",
+                f"-DHDDM_CLUSTER_N={self.cluster_n}", f"-DHDDM_SCHEDULE={self.schedule}"]
+
+    def __str__(self) -> str:
+        return f"{self.schedule.lower()} {self.m}x{self.n}x64, cluster {self.cluster_m}x{self.cluster_n}"
+
+
 # CUTLASS's (M, N) is (output features, tokens): the product runs transposed, bias along M.
 CONFIGS = {
-    0: "pingpong 128x128x64, cluster 2x1",
-    1: "cooperative 128x256x64, cluster 2x1",
-    2: "cooperative 256x128x64, cluster 1x2",
-    3: "pingpong 64x256x64, cluster 1x2",
-    4: "pingpong 128x128x64, cluster 1x2",
-    5: "cooperative 256x128x64, cluster 2x1",
+    0: Tile(128, 128, 2, 1, "Pingpong"),
+    1: Tile(128, 256, 2, 1, "Cooperative"),
+    2: Tile(256, 128, 1, 2, "Cooperative"),
+    3: Tile(64, 256, 1, 2, "Pingpong"),
+    4: Tile(128, 128, 1, 2, "Pingpong"),
+    5: Tile(256, 128, 2, 1, "Cooperative"),
 }
 SOURCE = Path(__file__).parent / "csrc" / "sm90_gemm.cu"
 FLAGS = ("-std=c++17", "-O3", "-DNDEBUG", "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC",
@@ -98,9 +119,9 @@ def _compiler_id(nvcc: str) -> str:
 
 
 def library_path(nvcc: str, includes: list[Path], extra: tuple[str, ...] = ()) -> Path:
-    """Where the build for this source, compiler, headers and flags is cached."""
+    """Where the build for this source, compiler, headers, flags and tile configs is cached."""
     h = hashlib.sha256(SOURCE.read_bytes())
-    for part in (_compiler_id(nvcc), *map(str, includes), *FLAGS, *extra):
+    for part in (_compiler_id(nvcc), *map(str, includes), *FLAGS, *extra, repr(CONFIGS)):
         h.update(part.encode() + b"\0")
     version = (includes[0] / "cutlass" / "version.h")
     if version.is_file():
@@ -108,13 +129,11 @@ def library_path(nvcc: str, includes: list[Path], extra: tuple[str, ...] = ()) -
     return cache_dir() / f"sm90_gemm-{h.hexdigest()[:16]}.so"
 
 
-def compile_commands(nvcc: str, includes: list[Path], workdir: Path, extra: tuple[str, ...] = (),
-                     pairs: list[tuple[int, int]] | None = None) -> list[list[str]]:
+def compile_commands(nvcc: str, includes: list[Path], workdir: Path, extra: tuple[str, ...] = ()) -> list[list[str]]:
     """One ``nvcc -c`` per (epilogue, config) translation unit."""
-    pairs = pairs or [(e, c) for e in EPILOGUES.values() for c in CONFIGS]
     inc = [f"-I{d}" for d in includes]
-    return [[nvcc, *FLAGS, *extra, *inc, f"-DHDDM_EPI={e}", f"-DHDDM_CFG={c}", "-c", str(SOURCE),
-             "-o", str(workdir / f"e{e}c{c}.o")] for e, c in pairs]
+    return [[nvcc, *FLAGS, *extra, *inc, f"-DHDDM_EPI={e}", f"-DHDDM_CFG={c}", *tile.defines(), "-c", str(SOURCE),
+             "-o", str(workdir / f"e{e}c{c}.o")] for e in EPILOGUES.values() for c, tile in CONFIGS.items()]
 
 
 def build(nvcc: str | None = None, includes: list[Path] | None = None, extra: tuple[str, ...] = (),
@@ -163,7 +182,7 @@ _workspaces: dict[int, Tensor] = {}
 def _load() -> dict | None:
     if "fns" in _state:
         return _state if _state["fns"] else None
-    fns = {}
+    fns, queries = {}, {}
     try:
         path = os.environ.get("HDDM_SM90_GEMM_LIB") or str(build())
         lib = ctypes.CDLL(path)
@@ -174,9 +193,8 @@ def _load() -> dict | None:
                 if fn is not None and ws is not None:
                     fn.argtypes, fn.restype = [ctypes.POINTER(_Args)], ctypes.c_int
                     ws.argtypes, ws.restype = [ctypes.POINTER(_Args)], ctypes.c_int64
-                    fns[e, c] = fn
-                    _state.setdefault("ws", {})[e, c] = ws
-        _state.update(lib=lib, path=path)
+                    fns[e, c], queries[e, c] = fn, ws
+        _state.update(lib=lib, path=path, ws=queries)
     except (OSError, BuildError, subprocess.SubprocessError) as exc:
         _state["error"] = str(exc)
     _state["fns"] = fns

@@ -59,6 +59,7 @@ def test_one_translation_unit_per_epilogue_and_config(tmp_path):
     for c in cmds:
         assert "-gencode=arch=compute_90a,code=sm_90a" in c  # wgmma needs the sm_90a target
         assert any(a.startswith("-DHDDM_EPI=") for a in c) and any(a.startswith("-DHDDM_CFG=") for a in c)
+        assert any(a.startswith("-DHDDM_SCHEDULE=") for a in c)  # the tile config comes from CONFIGS
 
 
 def test_the_cache_key_follows_the_source_and_flags(tmp_path, monkeypatch):
@@ -114,7 +115,7 @@ def test_a_failing_unit_leaves_no_library(tmp_path, monkeypatch):
     bad = tmp_path / "bad.cu"
     bad.write_text("this is not C++\n")
     monkeypatch.setattr(sm90_gemm, "SOURCE", bad)
-    monkeypatch.setattr(sm90_gemm, "CONFIGS", {0: "one"})
+    monkeypatch.setattr(sm90_gemm, "CONFIGS", {0: sm90_gemm.CONFIGS[0]})
     monkeypatch.setattr(sm90_gemm, "EPILOGUES", {"bias": 0})
     with pytest.raises(sm90_gemm.BuildError, match="did not compile") as err:
         sm90_gemm.build(nvcc, includes, out=tmp_path / "lib.so")

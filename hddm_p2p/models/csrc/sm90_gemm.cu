@@ -1,7 +1,8 @@
 // Hopper (sm_90a) GEMMs for a DiT block's linear layers, with the epilogues cuBLASLt runs slowly.
 //
 // Built by hddm_p2p/models/sm90_gemm.py: one translation unit per (epilogue, tile config), selected with
-// -DHDDM_EPI=<n> -DHDDM_CFG=<n>, each exporting one C function
+// -DHDDM_EPI=<n> -DHDDM_CFG=<n> and the config's tile (-DHDDM_TILE_M/_N, -DHDDM_CLUSTER_M/_N, -DHDDM_SCHEDULE,
+// from sm90_gemm.CONFIGS), each exporting one C function
 //     int hddm_sm90_<epi>_<cfg>(const HddmGemmArgs*)
 // so the Python side calls it through ctypes on torch's current stream.
 //
@@ -53,31 +54,22 @@ namespace {
 
 using bf16 = cutlass::bfloat16_t;
 
-// One tile config per translation unit: (CTA tile M, N; cluster M, N; schedule), K tile 64. Keep in step with
-// sm90_gemm.CONFIGS.
+// One tile config per translation unit: (CTA tile M, N; cluster M, N; schedule), K tile 64, from the -D flags
+// sm90_gemm.Tile.defines gives. HDDM_TILE expands its arguments before HDDM_TILE_ pastes the schedule's name.
+#if !defined(HDDM_TILE_M) || !defined(HDDM_TILE_N) || !defined(HDDM_CLUSTER_M) || !defined(HDDM_CLUSTER_N) || \
+    !defined(HDDM_SCHEDULE)
+#error "define the tile config (HDDM_TILE_M/_N, HDDM_CLUSTER_M/_N, HDDM_SCHEDULE): see sm90_gemm.Tile"
+#endif
 #define HDDM_EPI_SCHEDULE_Pingpong cutlass::epilogue::TmaWarpSpecialized
 #define HDDM_EPI_SCHEDULE_Cooperative cutlass::epilogue::TmaWarpSpecializedCooperative
-#define HDDM_TILE(M, N, CM, CN, KIND)                                  \
+#define HDDM_TILE_(M, N, CM, CN, KIND)                                 \
   using TileShape = Shape<Int<M>, Int<N>, _64>;                        \
   using ClusterShape = Shape<Int<CM>, Int<CN>, _1>;                    \
   using KernelSchedule = cutlass::gemm::KernelTmaWarpSpecialized##KIND; \
   using EpiSchedule = HDDM_EPI_SCHEDULE_##KIND;
+#define HDDM_TILE(M, N, CM, CN, KIND) HDDM_TILE_(M, N, CM, CN, KIND)
 
-#if HDDM_CFG == 0
-HDDM_TILE(128, 128, 2, 1, Pingpong)
-#elif HDDM_CFG == 1
-HDDM_TILE(128, 256, 2, 1, Cooperative)
-#elif HDDM_CFG == 2
-HDDM_TILE(256, 128, 1, 2, Cooperative)
-#elif HDDM_CFG == 3
-HDDM_TILE(64, 256, 1, 2, Pingpong)
-#elif HDDM_CFG == 4
-HDDM_TILE(128, 128, 1, 2, Pingpong)
-#elif HDDM_CFG == 5
-HDDM_TILE(256, 128, 2, 1, Cooperative)
-#else
-#error "unknown HDDM_CFG"
-#endif
+HDDM_TILE(HDDM_TILE_M, HDDM_TILE_N, HDDM_CLUSTER_M, HDDM_CLUSTER_N, HDDM_SCHEDULE)
 
 using ColMajor = cutlass::layout::ColumnMajor;
 using RowMajor = cutlass::layout::RowMajor;
