@@ -8,7 +8,9 @@ the difference on zeros. ``--pad W`` adds rows with heads zero-padded to W (the 
 qkv/proj GEMM work padding would cost in the model, padding pays. Inputs are laid out as the model lays
 them out (q, k, v are views of one (B, T, 3, H, d) projection), so the backward includes packing dq, dk, dv
 back into that layout. TFLOP/s counts the real width only: 4·B·H·T²·d forward, 2.5× that backward.
-Time: median over ``--iters`` rounds between CUDA events. On CPU: the math backend at toy size.
+``triton``: ``hddm_p2p.models.flash_attention`` (cuDNN's forward, asked for its log-sum-exp, then the Triton backward
+with one program per head), which reads the packed projection and writes its gradient in place of the packing
+copy, its error against fp32 SDPA printed; ``triton-blocks``: the backward with one program per (block, head). Time: median over ``--iters`` rounds between CUDA events. On CPU: the math backend at toy size.
 """
 
 from __future__ import annotations
@@ -21,13 +23,33 @@ import torch.nn.functional as F
 
 from _common import add_shape_args, attention_backend, median_time, shape_setup
 
-from hddm_p2p.models import get_preset
+from hddm_p2p.models import flash_attention, get_preset
 
 
 def attention_step(qkv: torch.Tensor, grad: torch.Tensor, scale: float) -> None:
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, T, d) views of one projection
     out = F.scaled_dot_product_attention(q, k, v, scale=scale)
     out.backward(grad)
+
+
+def triton_step(qkv: torch.Tensor, grad: torch.Tensor, scale: float) -> None:
+    """The same through ``flash_attention``'s kernels: q, k, v read from the packed projection, dqkv written into it."""
+    out = flash_attention.attention(qkv, scale=scale)  # (B, T, H, d)
+    out.backward(grad.transpose(1, 2))
+
+
+def triton_error(qkv: torch.Tensor, grad: torch.Tensor, real: int) -> float:
+    """The larger relative error (Frobenius) of the kernels' output and qkv gradient against fp32 SDPA, on the
+    first eight samples."""
+    x = qkv.detach()[:8].clone().requires_grad_()
+    ref = x.detach().float().requires_grad_()
+    g = grad[:8].transpose(1, 2)
+    out = flash_attention.attention(x, scale=real ** -0.5)
+    out.backward(g)
+    want = flash_attention.reference(ref, scale=real ** -0.5)
+    want.backward(g.float())
+    return max(((out.float() - want).norm() / want.norm()).item(),
+               ((x.grad.float() - ref.grad).norm() / ref.grad.norm()).item())
 
 
 def time_row(batch: int, tokens: int, heads: int, width: int, real: int, backend: str, device, dtype,
@@ -38,9 +60,16 @@ def time_row(batch: int, tokens: int, heads: int, width: int, real: int, backend
     qkv.requires_grad_(True)
     grad = torch.randn(batch, heads, tokens, width, device=device, generator=g).to(dtype)
     grad[..., real:] = 0
+    triton = backend.startswith("triton")
+    step = triton_step if triton else attention_step
+    flash_attention.enabled = triton
+    flash_attention.backward = "blocks" if backend == "triton-blocks" else "head"
     try:
-        with attention_backend(backend):
-            return median_time(lambda: attention_step(qkv, grad, real ** -0.5), iters, device, warmup=3)
+        with attention_backend("auto" if triton else backend):
+            t = median_time(lambda: step(qkv, grad, real ** -0.5), iters, device, warmup=3)
+        if triton and width == real:
+            print(f"  {backend} d={width}: relative error against fp32 SDPA: {triton_error(qkv, grad, real):.2e}")
+        return t
     except RuntimeError as e:  # this backend has no kernel for this shape/GPU
         print(f"  {backend} d={width}: unavailable ({str(e).splitlines()[0][:90]})")
         return None
@@ -50,11 +79,11 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_shape_args(ap)
     ap.add_argument("--pad", action="append", type=int, default=[], help="also time heads padded to this width")
-    ap.add_argument("--backends", default=None, help="comma-separated: cudnn,flash,efficient (GPU), math (CPU)")
+    ap.add_argument("--backends", default=None, help="comma-separated: cudnn,flash,efficient,triton,triton-blocks (GPU), math (CPU)")
     args = ap.parse_args(argv)
     pairs, device, dtype = shape_setup(ap, args)
     cuda = device.type == "cuda"
-    backends = (args.backends or ("cudnn,flash,efficient" if cuda else "auto")).split(",")
+    backends = (args.backends or ("cudnn,triton,flash,efficient" if cuda else "auto")).split(",")
     print(f"{'arch':10} {'batch':>5} {'heads':>5} {'d':>4} {'backend':>10} {'ms':>8} {'TFLOP/s':>8} {'vs real d':>9}")
     rows = []
     for arch, batch in pairs:
@@ -75,6 +104,9 @@ def main(argv=None) -> None:
                 rows.append(row)
                 print(f"{arch:10} {batch:>5} {H:>5} {width:>4} {backend:>10} {t * 1e3:>8.3f} "
                       f"{row['tflops']:>8.1f} {row['vs_real'] or float('nan'):>8.2f}x")
+    for name in ("_tuned_head", "_tuned_backward", "_tuned_forward"):  # the Triton autotuners' picks, if they ran
+        for key, config in getattr(getattr(flash_attention, name, None), "cache", {}).items():
+            print(f"  {name[len('_tuned_'):]} kernel picked for {key[:3]}: {config}")
     if args.json:
         with open(args.json, "a") as f:
             for r in rows:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hddm_p2p.models import fused_mlp
+from hddm_p2p.models import flash_attention, fused_mlp
 from hddm_p2p.models.fused_mlp import linear, residual_linear
 from hddm_p2p.models.fused_norm import modulate  # noqa: F401 (re-exported)
 from hddm_p2p.models.fused_norm_train import add_norm_modulate
@@ -153,7 +153,8 @@ def _fit_tokens(tokens: Tensor, mask: Tensor, length: int) -> tuple[Tensor, Tens
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention through ``F.scaled_dot_product_attention`` (flash/mem-efficient on GPU)."""
+    """Multi-head self-attention through ``F.scaled_dot_product_attention`` (flash/mem-efficient on GPU), or
+    through ``flash_attention``'s Triton kernels on the packed projection where that is enabled."""
 
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
@@ -167,7 +168,10 @@ class Attention(nn.Module):
     def mix(self, x: Tensor) -> Tensor:
         """The heads' outputs (B, T, D), before the output projection."""
         B, T, D = x.shape
-        qkv = linear(self.qkv, x).reshape(B, T, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
+        qkv = linear(self.qkv, x).reshape(B, T, 3, self.num_heads, D // self.num_heads)
+        if flash_attention.usable(qkv):  # Triton kernels on the packed projection: no q/k/v or gradient copies
+            return flash_attention.attention(qkv).reshape(B, T, D)
+        qkv = qkv.permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, H, T, D/H)
         return out.transpose(1, 2).reshape(B, T, D)
 
