@@ -73,8 +73,9 @@ def attention(qkv: Tensor, scale: float | None = None) -> Tensor:
     given: the Triton kernels where ``usable``, else ``reference``."""
     if not usable(qkv):
         return reference(qkv, scale)
-    return _FlashAttention.apply(qkv, scale if scale is not None else qkv.shape[-1] ** -0.5,
-                                 cudnn_forward_on(qkv.device))
+    d = qkv.shape[-1]
+    cudnn = cudnn_forward_on(qkv.device) and d % 8 == 0 and d <= 128  # head widths cuDNN's forward takes
+    return _FlashAttention.apply(qkv, scale if scale is not None else d ** -0.5, cudnn)
 
 
 def split_width(d: int) -> tuple[int, int]:
