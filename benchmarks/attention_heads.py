@@ -10,7 +10,8 @@ them out (q, k, v are views of one (B, T, 3, H, d) projection), so the backward 
 back into that layout. TFLOP/s counts the real width only: 4·B·H·T²·d forward, 2.5× that backward.
 ``triton``: ``hddm_p2p.models.flash_attention`` (cuDNN's forward, asked for its log-sum-exp, then the Triton backward
 with one program per head), which reads the packed projection and writes its gradient in place of the packing
-copy, its error against fp32 SDPA printed; ``triton-blocks``: the backward with one program per (block, head). Time: median over ``--iters`` rounds between CUDA events. On CPU: the math backend at toy size.
+copy, its error against fp32 SDPA printed; ``triton-blocks``: the backward with one program per (block, head).
+Time: median over ``--iters`` rounds between CUDA events. On CPU: the math backend at toy size.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_shape_args(ap)
     ap.add_argument("--pad", action="append", type=int, default=[], help="also time heads padded to this width")
-    ap.add_argument("--backends", default=None, help="comma-separated: cudnn,flash,efficient,triton,triton-blocks (GPU), math (CPU)")
+    ap.add_argument("--backends", default=None,
+                    help="comma-separated: cudnn,flash,efficient,triton,triton-blocks (GPU), math (CPU)")
     args = ap.parse_args(argv)
     pairs, device, dtype = shape_setup(ap, args)
     cuda = device.type == "cuda"

@@ -356,6 +356,7 @@ if triton is not None:
         B, T, H, d, stride_b, stride_t = _layout(qkv)
         da, db = split_width(d)
         per_head = backward == "head" if per_head is None else per_head
+        assert o.stride(-1) == 1, "o must have unit stride along the head width"
         if grad_o.stride(-1) != 1 or grad_o.stride(2) != d:
             grad_o = grad_o.contiguous()
         dqkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)

@@ -60,9 +60,10 @@ os.environ["TRITON_INTERPRET"] = "1"
 import torch
 import triton
 from hddm_p2p.models import build_dit, flash_attention as fa
-fa._tuned_forward = triton.autotune([triton.Config({"BLOCK_M": 16, "BLOCK_N": 16})], key=["T"])(fa._flash_forward_kernel)
-fa._tuned_backward = triton.autotune([triton.Config({"BLOCK": 16, "STEP": 16})], key=["T"])(fa._flash_backward_kernel)
-fa._tuned_head = triton.autotune([triton.Config({"BLOCK": 16, "STEP": 16})], key=["T"])(fa._flash_backward_head_kernel)
+one = lambda **blocks: triton.autotune([triton.Config(blocks)], key=["T"])  # one config: no GPU needed to pick
+fa._tuned_forward = one(BLOCK_M=16, BLOCK_N=16)(fa._flash_forward_kernel)
+fa._tuned_backward = one(BLOCK=16, STEP=16)(fa._flash_backward_kernel)
+fa._tuned_head = one(BLOCK=16, STEP=16)(fa._flash_backward_head_kernel)
 fa.forward_backend = "triton"  # cuDNN's forward needs a GPU
 calls = []
 launch = fa.launch_backward
