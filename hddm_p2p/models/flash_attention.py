@@ -21,7 +21,8 @@ backward, both without atomics, suit short sequences:
 
 The forward is cuDNN's own kernel where it runs (Hopper: faster than this module's Triton forward in run 36),
 asked for the log-sum-exp; elsewhere the Triton forward, which reads the packed projection and writes o as
-(B, T, H·d). ``enabled`` is the switch (on: training on CUDA takes these kernels; sampling keeps SDPA);
+(B, T, H·d). ``enabled`` is the switch (by default on for training on Hopper GPUs, where it was measured;
+sampling keeps SDPA);
 ``attention`` is what the model calls: these kernels where ``usable``, SDPA otherwise. On one H200 (2026-12-01
 run 38, docs/benchmarks.md) DiT-B/2 training at batch 256 went from 45.5 % to 46.9 % MFU in the same run.
 """
@@ -38,19 +39,26 @@ triton = fused_norm.triton
 if triton is not None:
     import triton.language as tl
 
-enabled: bool = True  # False: self-attention always through SDPA (the benchmarks compare the two)
+enabled: bool | str = "auto"  # "auto": on Hopper GPUs (sm_90, where it was measured); True: any CUDA GPU;
+                              # False: self-attention always through SDPA (the benchmarks compare the two)
 forward_backend: str = "auto"  # the forward: "cudnn" (SDPA's cuDNN kernel, asked for its log-sum-exp), "triton",
                                # or "auto": cuDNN on Hopper and newer (where it was measured), else Triton
 backward: str = "head"  # "head": one program per head, dQ summed in fp32 scratch | "blocks": one per (block, head)
 
 
 def usable(qkv: Tensor) -> bool:
-    """Whether the kernels may run on this (B, T, 3, H, d) projection: ``enabled``, Triton, CUDA, a 16-bit dtype,
-    16 ≤ d ≤ 256, and an autograd graph to record (training). Sampling keeps SDPA, whose forward needs no
-    log-sum-exp."""
-    return (enabled and triton is not None and qkv.is_cuda and qkv.dim() == 5 and qkv.shape[2] == 3
+    """Whether the kernels may run on this (B, T, 3, H, d) projection: ``enabled`` (by default on Hopper), Triton,
+    CUDA, a 16-bit dtype, 16 ≤ d ≤ 256, and an autograd graph to record (training). Sampling keeps SDPA, whose
+    forward needs no log-sum-exp."""
+    return (bool(enabled) and triton is not None and qkv.is_cuda and qkv.dim() == 5 and qkv.shape[2] == 3
             and qkv.dtype in (torch.bfloat16, torch.float16) and 16 <= qkv.shape[-1] <= 256
-            and torch.is_grad_enabled() and qkv.requires_grad)
+            and torch.is_grad_enabled() and qkv.requires_grad and (enabled is True or hopper(qkv.device)))
+
+
+@torch.compiler.assume_constant_result  # read once while torch.compile traces the model: no graph break
+def hopper(device: torch.device) -> bool:
+    """Whether ``device`` is a CUDA GPU of compute capability 9.x (H100, H200)."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9
 
 
 @torch.compiler.assume_constant_result  # read once while torch.compile traces the model: no graph break

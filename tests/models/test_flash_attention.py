@@ -118,11 +118,12 @@ def test_split_width_covers_the_head_in_tiles_a_tensor_core_takes():
         assert a + b >= d and (b == 0 or b >= 16) and a & (a - 1) == 0 and b & (b - 1) == 0
 
 
-def test_on_for_training_and_plain_off_cuda():
-    """On by default; where the kernels cannot run (CPU, fp32, no autograd graph) ``attention`` is SDPA, with
-    autograd."""
+def test_on_for_training_on_hopper_and_plain_off_cuda():
+    """On by default where measured (Hopper); where the kernels cannot run (CPU, fp32, no autograd graph)
+    ``attention`` is SDPA, with autograd."""
     qkv = torch.randn(2, 5, 3, 2, 16, requires_grad=True)
-    assert flash_attention.enabled and not flash_attention.usable(qkv)
+    assert flash_attention.enabled == "auto" and not flash_attention.usable(qkv)
+    assert not flash_attention.hopper(torch.device("cpu"))
     assert not flash_attention.cudnn_forward_on(torch.device("cpu"))
     out = flash_attention.attention(qkv)
     q, k, v = qkv.permute(2, 0, 3, 1, 4)
