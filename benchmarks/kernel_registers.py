@@ -38,10 +38,7 @@ def compile_kernel(name: str, config, tokens: int, d: int, sm: int):
 
     fn_name, _, pointers = KERNELS[name]
     fn = getattr(flash_attention, fn_name)
-    da, db = flash_attention.split_width(d)
-    scale = d ** -0.5
-    values = {"T": tokens, "d": d, "SCALE": scale, "SCALE2": scale * 1.4426950408889634, "DA": da, "DB": db,
-              "DBW": max(db, 16), **config.kwargs}
+    values = {"T": tokens, "d": d, **flash_attention.kernel_constants(d, d ** -0.5), **config.kwargs}
     signature, constexprs, attrs = {}, {}, {}
     for i, arg in enumerate(fn.arg_names):
         if arg in values:

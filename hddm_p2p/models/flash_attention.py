@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from hddm_p2p.models import fused_norm
 
 Tensor = torch.Tensor
+_LOG2E = 1.4426950408889634
 triton = fused_norm.triton
 if triton is not None:
     import triton.language as tl
@@ -86,6 +87,13 @@ def attention(qkv: Tensor, scale: float | None = None) -> Tensor:
     return _FlashAttention.apply(qkv, scale if scale is not None else d ** -0.5, cudnn)
 
 
+def kernel_constants(d: int, scale: float) -> dict:
+    """The kernels' compile-time constants for head width d: the softmax scale (also times log₂e, for exp2) and the
+    two column tiles (``split_width``; DBW: the second tile's width where a tensor needs one even when it is 0)."""
+    da, db = split_width(d)
+    return {"SCALE": scale, "SCALE2": scale * _LOG2E, "DA": da, "DB": db, "DBW": max(db, 16)}
+
+
 def split_width(d: int) -> tuple[int, int]:
     """A head's two column tiles: the largest power of two ≤ d, then the rest rounded up to a power of two ≥ 16
     (0 when there is no rest): 72 → (64, 16), 64 → (64, 0), 96 → (64, 32), 40 → (32, 16)."""
@@ -119,7 +127,6 @@ class _FlashAttention(torch.autograd.Function):
         return dqkv, None, None
 
 
-_LOG2E = 1.4426950408889634
 if triton is not None:
     @triton.jit
     def _tiles(ptr, rows, row_mask, stride_row, d, DA: tl.constexpr, DB: tl.constexpr):
@@ -151,8 +158,8 @@ if triton is not None:
 
     @triton.jit
     def _flash_forward_kernel(QKV, O, LSE, T: tl.constexpr, H, d: tl.constexpr, stride_b, stride_t, stride_w, stride_ob,
-                              stride_ot, SCALE2: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr,
-                              DBW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                              stride_ot, SCALE: tl.constexpr, SCALE2: tl.constexpr, DA: tl.constexpr,
+                              DB: tl.constexpr, DBW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
         bh = tl.program_id(1)
         b, h = bh // H, bh % H
         head = QKV + b.to(tl.int64) * stride_b + h * d
@@ -194,6 +201,12 @@ if triton is not None:
         return ga, gb, delta
 
     @triton.jit
+    def _key_accumulators(BLOCK: tl.constexpr, DA: tl.constexpr, DBW: tl.constexpr):
+        """dK and dV of a key block, both column tiles each, zeroed (fp32)."""
+        return (tl.zeros([BLOCK, DA], tl.float32), tl.zeros([BLOCK, DBW], tl.float32),
+                tl.zeros([BLOCK, DA], tl.float32), tl.zeros([BLOCK, DBW], tl.float32))
+
+    @triton.jit
     def _head_pointers(QKV, DQKV, O, DO, LSE, bh, H, d, T, stride_b, stride_ob, stride_oh, stride_gb):
         """Where head ``bh`` (= b·H + h) starts in the packed qkv and its gradient, in o and dO, and in the lse."""
         b, h = bh // H, bh % H
@@ -230,10 +243,7 @@ if triton is not None:
 
         # 1. dK, dV of key block `own`: over every query block, with the probabilities transposed (keys × queries)
         ka, kb, va, vb = _key_rows(head, own, own_mask, stride_t, stride_w, d, DA, DB)
-        dk_a = tl.zeros([BLOCK, DA], tl.float32)
-        dk_b = tl.zeros([BLOCK, DBW], tl.float32)
-        dv_a = tl.zeros([BLOCK, DA], tl.float32)
-        dv_b = tl.zeros([BLOCK, DBW], tl.float32)
+        dk_a, dk_b, dv_a, dv_b = _key_accumulators(BLOCK, DA, DBW)
         for start in range(0, T, STEP):
             rows = start + tl.arange(0, STEP)
             row_mask = rows < T
@@ -286,10 +296,7 @@ if triton is not None:
             keys = kv + tl.arange(0, BLOCK)
             key_mask = keys < T
             ka, kb, va, vb = _key_rows(head, keys, key_mask, stride_t, stride_w, d, DA, DB)
-            dk_a = tl.zeros([BLOCK, DA], tl.float32)
-            dk_b = tl.zeros([BLOCK, DBW], tl.float32)
-            dv_a = tl.zeros([BLOCK, DA], tl.float32)
-            dv_b = tl.zeros([BLOCK, DBW], tl.float32)
+            dk_a, dk_b, dv_a, dv_b = _key_accumulators(BLOCK, DA, DBW)
             for start in range(0, T, STEP):
                 rows = start + tl.arange(0, STEP)
                 row_mask = rows < T
@@ -348,12 +355,11 @@ if triton is not None:
         the launcher (the custom op passes ``wrap_triton`` of the autotuned kernel; the tests pass the plain kernel
         with its block sizes in ``meta``, for Triton's interpreter on the CPU)."""
         B, T, H, d, stride_b, stride_t = _layout(qkv)
-        da, db = split_width(d)
         o = qkv.new_empty(B, T, H, d)
         lse = torch.empty(B, H, T, dtype=torch.float32, device=qkv.device)
         grid = lambda meta: (triton.cdiv(T, meta["BLOCK_M"]), B * H)  # noqa: E731
         (kernel or _tuned_forward)[grid](qkv, o, lse, T, H, d, stride_b, stride_t, H * d, o.stride(0), o.stride(1),
-                                         scale * _LOG2E, DA=da, DB=db, DBW=max(db, 16), **meta)
+                                         **kernel_constants(d, scale), **meta)
         return o, lse
 
     def launch_backward(grad_o: Tensor, qkv: Tensor, o: Tensor, lse: Tensor, scale: float, kernel=None,
@@ -362,22 +368,21 @@ if triton is not None:
         strides with unit stride along d) and base-2 log-sum-exp (B, H, T). ``per_head``: one program per head
         (``_flash_backward_head_kernel``) rather than one per (block, head); ``backward`` chooses by default."""
         B, T, H, d, stride_b, stride_t = _layout(qkv)
-        da, db = split_width(d)
+        constants = kernel_constants(d, scale)
         per_head = backward == "head" if per_head is None else per_head
         assert o.stride(-1) == 1, "o must have unit stride along the head width"
         if grad_o.stride(-1) != 1 or grad_o.stride(2) != d:
             grad_o = grad_o.contiguous()
         dqkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)
         if per_head:
-            scratch = torch.empty(B * H, T, da + db, dtype=torch.float32, device=qkv.device)
+            scratch = torch.empty(B * H, T, constants["DA"] + constants["DB"], dtype=torch.float32, device=qkv.device)
             grid = (B * H,)
         else:
             scratch = lse  # never read
             grid = lambda meta: (triton.cdiv(T, meta["BLOCK"]), B * H)  # noqa: E731
         kernel = kernel or (_tuned_head if per_head else _tuned_backward)
         kernel[grid](qkv, o, grad_o, lse, dqkv, scratch, T, H, d, stride_b, stride_t, H * d, o.stride(0), o.stride(1),
-                     o.stride(2), grad_o.stride(0), grad_o.stride(1), scale, scale * _LOG2E, DA=da, DB=db,
-                     DBW=max(db, 16), **meta)
+                     o.stride(2), grad_o.stride(0), grad_o.stride(1), **constants, **meta)
         return dqkv
 
     @torch.library.triton_op("hddm::flash_attention", mutates_args=())

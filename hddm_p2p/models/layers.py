@@ -169,11 +169,7 @@ class Attention(nn.Module):
         """The heads' outputs (B, T, D), before the output projection."""
         B, T, D = x.shape
         qkv = linear(self.qkv, x).reshape(B, T, 3, self.num_heads, D // self.num_heads)
-        if flash_attention.usable(qkv):  # Triton kernels on the packed projection: no q/k/v or gradient copies
-            return flash_attention.attention(qkv).reshape(B, T, D)
-        qkv = qkv.permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, H, T, D/H)
-        return out.transpose(1, 2).reshape(B, T, D)
+        return flash_attention.attention(qkv).reshape(B, T, D)  # SDPA unless the Triton kernels are usable
 
 
 class CrossAttention(nn.Module):
