@@ -24,9 +24,11 @@ from hddm_p2p.models import flash_attention, get_preset
 KERNELS = {  # name: (kernel, its autotuning configs, pointer arguments and their element types)
     "forward": ("_flash_forward_kernel", "_FORWARD_CONFIGS", {"QKV": "bf16", "O": "bf16", "LSE": "fp32"}),
     "head": ("_flash_backward_head_kernel", "_HEAD_CONFIGS",
-             {"QKV": "bf16", "O": "bf16", "DO": "bf16", "LSE": "fp32", "DQKV": "bf16", "SCRATCH": "fp32"}),
+             {"QKV": "bf16", "O": "bf16", "DO": "bf16", "LSE": "fp32", "DQKV": "bf16", "SCRATCH": "fp32",
+              "SUMS": "fp32"}),
     "blocks": ("_flash_backward_kernel", "_BACKWARD_CONFIGS",
-               {"QKV": "bf16", "O": "bf16", "DO": "bf16", "LSE": "fp32", "DQKV": "bf16", "SCRATCH": "fp32"}),
+               {"QKV": "bf16", "O": "bf16", "DO": "bf16", "LSE": "fp32", "DQKV": "bf16", "SCRATCH": "fp32",
+              "SUMS": "fp32"}),
 }
 
 
@@ -36,9 +38,11 @@ def compile_kernel(name: str, config, tokens: int, d: int, sm: int):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    fn_name, _, pointers = KERNELS[name]
+    fn_name, configs, pointers = KERNELS[name]
     fn = getattr(flash_attention, fn_name)
     values = {"T": tokens, "d": d, **flash_attention.kernel_constants(d, d ** -0.5), **config.kwargs}
+    if "SUMS" in pointers:  # the backward kernels' grain of token sums, as ``launch_backward`` gives it
+        values["GRAIN"] = min(min(c.kwargs["BLOCK"], c.kwargs["STEP"]) for c in getattr(flash_attention, configs))
     signature, constexprs, attrs = {}, {}, {}
     for i, arg in enumerate(fn.arg_names):
         if arg in values:

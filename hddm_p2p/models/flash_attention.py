@@ -8,7 +8,9 @@ DiT-XL/2's shapes (T = 256 tokens, H = 16 heads of d = 72) costs (2026-12-01 run
 
 Here the backward kernels read q, k, v, o and dO where they lie and write dq, dk and dv straight into the packed
 (B, T, 3, H, d) gradient, so nothing is copied; each also forms rowsum(dO ∘ O) for the query block it holds, so
-there is no pass for it. Each head is held as two column tiles: the largest power of two ≤ d and the rest rounded
+there is no pass for it, and sums the dq, dk and dv it writes over their tokens: the gradient of the qkv
+projection's bias (``attention``'s ``bias``), which otherwise costs a read of the whole gradient (1.9 ms per
+DiT-XL/2 step at batch 128). Each head is held as two column tiles: the largest power of two ≤ d and the rest rounded
 up to 16, the narrowest a tensor-core product takes (72 = 64 + 16: 80 columns of work). Probabilities are
 recomputed from the forward's log-sum-exp (fp32, base 2, one per query row). Two arrangements of FlashAttention-2's
 backward, both without atomics, suit short sequences:
@@ -45,15 +47,31 @@ enabled: bool | str = "auto"  # "auto": on Hopper GPUs (sm_90, where it was meas
 forward_backend: str = "auto"  # the forward: "cudnn" (SDPA's cuDNN kernel, asked for its log-sum-exp), "triton",
                                # or "auto": cuDNN on Hopper and newer (where it was measured), else Triton
 backward: str = "head"  # "head": one program per head, dQ summed in fp32 scratch | "blocks": one per (block, head)
+bias_grads: bool = True  # the qkv projection's bias takes its gradient from the backward's token sums
 
 
 def usable(qkv: Tensor) -> bool:
     """Whether the kernels may run on this (B, T, 3, H, d) projection: ``enabled`` (by default on Hopper), Triton,
     CUDA, a 16-bit dtype, 16 ≤ d ≤ 256, and an autograd graph to record (training). Sampling keeps SDPA, whose
     forward needs no log-sum-exp."""
-    return (bool(enabled) and triton is not None and qkv.is_cuda and qkv.dim() == 5 and qkv.shape[2] == 3
-            and qkv.dtype in (torch.bfloat16, torch.float16) and 16 <= qkv.shape[-1] <= 256
-            and torch.is_grad_enabled() and qkv.requires_grad and (enabled is True or hopper(qkv.device)))
+    return (qkv.dim() == 5 and qkv.shape[2] == 3
+            and runs(qkv.device, qkv.dtype, qkv.shape[-1], torch.is_grad_enabled() and qkv.requires_grad))
+
+
+def runs(device: torch.device, dtype: torch.dtype, d: int, records_grad: bool) -> bool:
+    """``usable`` for a projection of this device, dtype and head width, recorded by autograd or not."""
+    return (bool(enabled) and triton is not None and device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
+            and 16 <= d <= 256 and records_grad and (enabled is True or hopper(device)))
+
+
+def takes_bias_grad(x: Tensor, layer: torch.nn.Linear, d: int) -> bool:
+    """Whether the projection ``layer(x)`` into heads of width d will be ``usable``, with a bias to train: then the
+    layer runs with its bias detached and ``attention(qkv, bias=layer.bias)`` gives the bias its gradient."""
+    bias = layer.bias
+    if not bias_grads or bias is None or not bias.requires_grad or not torch.is_grad_enabled():
+        return False
+    dtype = torch.get_autocast_dtype("cuda") if x.is_cuda and torch.is_autocast_enabled("cuda") else x.dtype
+    return runs(x.device, dtype, d, True)
 
 
 @torch.compiler.assume_constant_result  # read once while torch.compile traces the model: no graph break
@@ -77,14 +95,19 @@ def reference(qkv: Tensor, scale: float | None = None) -> Tensor:
     return F.scaled_dot_product_attention(q, k, v, scale=scale).transpose(1, 2)
 
 
-def attention(qkv: Tensor, scale: float | None = None) -> Tensor:
+def attention(qkv: Tensor, scale: float | None = None, bias: Tensor | None = None) -> Tensor:
     """Self-attention of the packed projection qkv (B, T, 3, H, d) → (B, T, H, d), softmax scale 1/√d unless
-    given: the Triton kernels where ``usable``, else ``reference``."""
+    given: the Triton kernels where ``usable``, else ``reference``.
+
+    ``bias`` (3·H·d,): the bias already inside qkv, added by a linear layer with it detached; the backward gives
+    it its gradient, the token sum of qkv's. Only where ``takes_bias_grad`` said so before the projection."""
     if not usable(qkv):
+        if bias is not None:
+            raise ValueError("the bias's gradient needs the Triton kernels: ask takes_bias_grad(x, layer, d) first")
         return reference(qkv, scale)
     d = qkv.shape[-1]
     cudnn = cudnn_forward_on(qkv.device) and d % 8 == 0 and d <= 128  # head widths cuDNN's forward takes
-    return _FlashAttention.apply(qkv, scale if scale is not None else d ** -0.5, cudnn)
+    return _FlashAttention.apply(qkv, bias, scale if scale is not None else d ** -0.5, cudnn)
 
 
 def kernel_constants(d: int, scale: float) -> dict:
@@ -111,20 +134,22 @@ def cudnn_forward(qkv: Tensor, scale: float) -> tuple[Tensor, Tensor]:
 
 class _FlashAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, qkv, scale, cudnn):
+    def forward(ctx, qkv, bias, scale, cudnn):  # bias: inside qkv already; only its gradient is ours
         if cudnn:
             o, lse = cudnn_forward(qkv, scale)
         else:
             o, lse = torch.ops.hddm.flash_attention(qkv, scale)
         ctx.save_for_backward(qkv, o, lse)
         ctx.scale = scale
+        ctx.bias_dtype = None if bias is None else bias.dtype
         return o
 
     @staticmethod
     def backward(ctx, grad_o):
         qkv, o, lse = ctx.saved_tensors
-        dqkv = torch.ops.hddm.flash_attention_backward(grad_o, qkv, o, lse, ctx.scale, backward == "head")
-        return dqkv, None, None
+        dqkv, sums = torch.ops.hddm.flash_attention_backward(grad_o, qkv, o, lse, ctx.scale, backward == "head")
+        dbias = None if ctx.bias_dtype is None else sums.sum((0, 1)).flatten().to(ctx.bias_dtype)
+        return dqkv, dbias, None, None
 
 
 if triton is not None:
@@ -207,6 +232,34 @@ if triton is not None:
                 tl.zeros([BLOCK, DA], tl.float32), tl.zeros([BLOCK, DBW], tl.float32))
 
     @triton.jit
+    def _store_vectors(ptr, a, b, d, DA: tl.constexpr, DB: tl.constexpr):
+        """One head's d values (fp32) at ``ptr``, given as its two column tiles' vectors."""
+        tl.store(ptr + tl.arange(0, DA), a)
+        if DB > 0:
+            cols = DA + tl.arange(0, DB)
+            tl.store(ptr + cols, b, mask=cols < d)
+
+    @triton.jit
+    def _store_token_sums(ptr, first, a, b, stride_sums, d, T: tl.constexpr, SPAN: tl.constexpr,
+                          GRAIN: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr, DBW: tl.constexpr):
+        """The column sums of gradient tiles a, b (SPAN token rows from row ``first``) into the token sums
+        (⌈T / GRAIN⌉ rows, ``stride_sums`` apart, from ``ptr``): at row first / GRAIN, with zeros in the next
+        SPAN / GRAIN − 1 rows that exist. GRAIN is the smallest span any config takes, so each run writes every
+        row once whichever config the autotuner picked, and the rows add up to the token sum."""
+        row = first // GRAIN
+        _store_vectors(ptr + row * stride_sums, tl.sum(a, 0), tl.sum(b, 0), d, DA, DB)
+        for extra in tl.static_range(1, SPAN // GRAIN):
+            if row + extra < (T + GRAIN - 1) // GRAIN:
+                _store_vectors(ptr + (row + extra) * stride_sums, tl.zeros([DA], tl.float32),
+                               tl.zeros([DBW], tl.float32), d, DA, DB)
+
+    @triton.jit
+    def _sums_pointer(SUMS, bh, H, d):
+        """Where head ``bh`` (= b·H + h) starts in row 0 of the token sums (rows, B, 3, H, d)."""
+        b, h = bh // H, bh % H
+        return SUMS + b * 3 * H * d + h * d  # (rows · B · 3 · H · d fits 32 bits)
+
+    @triton.jit
     def _head_pointers(QKV, DQKV, O, DO, LSE, bh, H, d, T, stride_b, stride_ob, stride_oh, stride_gb):
         """Where head ``bh`` (= b·H + h) starts in the packed qkv and its gradient, in o and dO, and in the lse."""
         b, h = bh // H, bh % H
@@ -230,15 +283,18 @@ if triton is not None:
         return ka, kb, va, vb
 
     @triton.jit
-    def _flash_backward_kernel(QKV, O, DO, LSE, DQKV, SCRATCH, T: tl.constexpr, H, d: tl.constexpr, stride_b,
-                               stride_t, stride_w, stride_ob, stride_ot, stride_oh, stride_gb, stride_gt,
+    def _flash_backward_kernel(QKV, O, DO, LSE, DQKV, SCRATCH, SUMS, T: tl.constexpr, H, d: tl.constexpr, stride_b,
+                               stride_t, stride_w, stride_ob, stride_ot, stride_oh, stride_gb, stride_gt, stride_sums,
                                SCALE: tl.constexpr, SCALE2: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr,
-                               DBW: tl.constexpr, BLOCK: tl.constexpr, STEP: tl.constexpr):
+                               DBW: tl.constexpr, BLOCK: tl.constexpr, STEP: tl.constexpr, GRAIN: tl.constexpr):
         """Program (j, head): dK, dV of key block j over every query block, then dQ of query block j over every
-        key block (seven products per pair of blocks; ``SCRATCH`` unused)."""
+        key block (seven products per pair of blocks; ``SCRATCH`` unused). Their token sums go to ``SUMS``
+        (``_store_token_sums``)."""
         head, grad_head, o_head, do_head, lse_head = _head_pointers(
             QKV, DQKV, O, DO, LSE, tl.program_id(1), H, d, T, stride_b, stride_ob, stride_oh, stride_gb)
-        own = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        sums = _sums_pointer(SUMS, tl.program_id(1), H, d)
+        first = tl.program_id(0) * BLOCK
+        own = first + tl.arange(0, BLOCK)
         own_mask = own < T
 
         # 1. dK, dV of key block `own`: over every query block, with the probabilities transposed (keys × queries)
@@ -259,8 +315,12 @@ if triton is not None:
             if DB > 0:
                 dv_b += tl.dot(p_t, gb)
                 dk_b += tl.dot(ds_t, qb)
-        _store_tiles(grad_head + stride_w, own, own_mask, stride_t, d, dk_a * SCALE, dk_b * SCALE, DA, DB)
+        dk_a, dk_b = tl.where(own_mask[:, None], dk_a * SCALE, 0.0), tl.where(own_mask[:, None], dk_b * SCALE, 0.0)
+        dv_a, dv_b = tl.where(own_mask[:, None], dv_a, 0.0), tl.where(own_mask[:, None], dv_b, 0.0)
+        _store_tiles(grad_head + stride_w, own, own_mask, stride_t, d, dk_a, dk_b, DA, DB)
         _store_tiles(grad_head + 2 * stride_w, own, own_mask, stride_t, d, dv_a, dv_b, DA, DB)
+        _store_token_sums(sums + H * d, first, dk_a, dk_b, stride_sums, d, T, BLOCK, GRAIN, DA, DB, DBW)
+        _store_token_sums(sums + 2 * H * d, first, dv_a, dv_b, stride_sums, d, T, BLOCK, GRAIN, DA, DB, DBW)
 
         # 2. dQ of query block `own`: over every key block
         qa, qb, ga, gb, delta, lse = _query_rows(head, o_head, do_head, lse_head, own, own_mask, stride_t, stride_ot,
@@ -278,20 +338,25 @@ if triton is not None:
             dq_a += tl.dot(ds, kc)
             if DB > 0:
                 dq_b += tl.dot(ds, kd)
-        _store_tiles(grad_head, own, own_mask, stride_t, d, dq_a * SCALE, dq_b * SCALE, DA, DB)
+        dq_a, dq_b = tl.where(own_mask[:, None], dq_a * SCALE, 0.0), tl.where(own_mask[:, None], dq_b * SCALE, 0.0)
+        _store_tiles(grad_head, own, own_mask, stride_t, d, dq_a, dq_b, DA, DB)
+        _store_token_sums(sums, first, dq_a, dq_b, stride_sums, d, T, BLOCK, GRAIN, DA, DB, DBW)
 
     @triton.jit
-    def _flash_backward_head_kernel(QKV, O, DO, LSE, DQKV, SCRATCH, T: tl.constexpr, H, d: tl.constexpr, stride_b,
-                                    stride_t, stride_w, stride_ob, stride_ot, stride_oh, stride_gb, stride_gt,
-                                    SCALE: tl.constexpr, SCALE2: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr,
-                                    DBW: tl.constexpr, BLOCK: tl.constexpr, STEP: tl.constexpr):
+    def _flash_backward_head_kernel(QKV, O, DO, LSE, DQKV, SCRATCH, SUMS, T: tl.constexpr, H, d: tl.constexpr,
+                                    stride_b, stride_t, stride_w, stride_ob, stride_ot, stride_oh, stride_gb,
+                                    stride_gt, stride_sums, SCALE: tl.constexpr, SCALE2: tl.constexpr,
+                                    DA: tl.constexpr, DB: tl.constexpr, DBW: tl.constexpr, BLOCK: tl.constexpr,
+                                    STEP: tl.constexpr, GRAIN: tl.constexpr):
         """Program (head): for each key block (BLOCK rows), over every query block (STEP rows): dK and dV in
         registers, and dQ's share from this key block added to an fp32 partial sum in ``SCRATCH`` (B·H, T, DA + DB),
         written as dQ at the last key block (five products per pair of blocks). Only this program touches its
-        head's scratch rows; a barrier orders one key block's writes before the next one's reads."""
+        head's scratch rows; a barrier orders one key block's writes before the next one's reads. The token sums
+        of dQ, dK and dV go to ``SUMS`` (``_store_token_sums``)."""
         head, grad_head, o_head, do_head, lse_head = _head_pointers(
             QKV, DQKV, O, DO, LSE, tl.program_id(0), H, d, T, stride_b, stride_ob, stride_oh, stride_gb)
         scratch = SCRATCH + tl.program_id(0).to(tl.int64) * T * (DA + DB)
+        sums = _sums_pointer(SUMS, tl.program_id(0), H, d)
         for kv in range(0, T, BLOCK):
             keys = kv + tl.arange(0, BLOCK)
             key_mask = keys < T
@@ -327,9 +392,15 @@ if triton is not None:
                 else:
                     dq_b = dq_a
                 if kv + BLOCK >= T:
-                    _store_tiles(grad_head, rows, row_mask, stride_t, d, dq_a * SCALE, dq_b * SCALE, DA, DB)
-            _store_tiles(grad_head + stride_w, keys, key_mask, stride_t, d, dk_a * SCALE, dk_b * SCALE, DA, DB)
+                    dq_a = tl.where(mask, dq_a * SCALE, 0.0)
+                    dq_b = tl.where(mask, dq_b * SCALE, 0.0)
+                    _store_tiles(grad_head, rows, row_mask, stride_t, d, dq_a, dq_b, DA, DB)
+                    _store_token_sums(sums, start, dq_a, dq_b, stride_sums, d, T, STEP, GRAIN, DA, DB, DBW)
+            dk_a, dk_b = dk_a * SCALE, dk_b * SCALE  # rows past T are zero: p is masked to those keys
+            _store_tiles(grad_head + stride_w, keys, key_mask, stride_t, d, dk_a, dk_b, DA, DB)
             _store_tiles(grad_head + 2 * stride_w, keys, key_mask, stride_t, d, dv_a, dv_b, DA, DB)
+            _store_token_sums(sums + H * d, kv, dk_a, dk_b, stride_sums, d, T, BLOCK, GRAIN, DA, DB, DBW)
+            _store_token_sums(sums + 2 * H * d, kv, dv_a, dv_b, stride_sums, d, T, BLOCK, GRAIN, DA, DB, DBW)
             tl.debug_barrier()  # this key block's partial sums are written before the next block reads them
 
     _FORWARD_CONFIGS = [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
@@ -363,10 +434,13 @@ if triton is not None:
         return o, lse
 
     def launch_backward(grad_o: Tensor, qkv: Tensor, o: Tensor, lse: Tensor, scale: float, kernel=None,
-                        per_head: bool | None = None, **meta) -> Tensor:
-        """The gradient of the packed qkv (same layout), given dL/do and the forward's o (both (B, T, H, d), any
-        strides with unit stride along d) and base-2 log-sum-exp (B, H, T). ``per_head``: one program per head
-        (``_flash_backward_head_kernel``) rather than one per (block, head); ``backward`` chooses by default."""
+                        per_head: bool | None = None, grain: int | None = None, **meta) -> tuple[Tensor, Tensor]:
+        """(the gradient of the packed qkv (same layout), its token sums (rows, B, 3, H, d) fp32, to be summed over
+        the first two dimensions), given dL/do and the forward's o (both (B, T, H, d), any strides with unit
+        stride along d) and base-2 log-sum-exp (B, H, T). ``per_head``: one program per head
+        (``_flash_backward_head_kernel``) rather than one per (block, head); ``backward`` chooses by default.
+        ``grain``: the smallest BLOCK or STEP the kernel may take (default: over its autotuner's configs, else
+        ``meta``'s)."""
         B, T, H, d, stride_b, stride_t = _layout(qkv)
         constants = kernel_constants(d, scale)
         per_head = backward == "head" if per_head is None else per_head
@@ -374,23 +448,35 @@ if triton is not None:
         if grad_o.stride(-1) != 1 or grad_o.stride(2) != d:
             grad_o = grad_o.contiguous()
         dqkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)
+        kernel = kernel or (_tuned_head if per_head else _tuned_backward)
         if per_head:
             scratch = torch.empty(B * H, T, constants["DA"] + constants["DB"], dtype=torch.float32, device=qkv.device)
             grid = (B * H,)
         else:
             scratch = lse  # never read
             grid = lambda meta: (triton.cdiv(T, meta["BLOCK"]), B * H)  # noqa: E731
-        kernel = kernel or (_tuned_head if per_head else _tuned_backward)
-        kernel[grid](qkv, o, grad_o, lse, dqkv, scratch, T, H, d, stride_b, stride_t, H * d, o.stride(0), o.stride(1),
-                     o.stride(2), grad_o.stride(0), grad_o.stride(1), **constants, **meta)
-        return dqkv
+        grain = grain or (min(meta["BLOCK"], meta["STEP"]) if "BLOCK" in meta else smallest_span(kernel))
+        sums = torch.empty(triton.cdiv(T, grain), B, 3, H, d, dtype=torch.float32, device=qkv.device)
+        kernel[grid](qkv, o, grad_o, lse, dqkv, scratch, sums, T, H, d, stride_b, stride_t, H * d, o.stride(0),
+                     o.stride(1), o.stride(2), grad_o.stride(0), grad_o.stride(1), sums[0].numel(), **constants,
+                     GRAIN=grain, **meta)
+        return dqkv, sums
+
+    def smallest_span(kernel) -> int:
+        """The smallest BLOCK or STEP among a backward kernel's autotuning configs (through ``wrap_triton``'s
+        wrapper too): the grain of its token sums."""
+        configs = getattr(getattr(kernel, "kernel", kernel), "configs", None)
+        if not configs:
+            raise ValueError("pass BLOCK and STEP for a kernel that is not autotuned")
+        return min(min(c.kwargs["BLOCK"], c.kwargs["STEP"]) for c in configs)
 
     @torch.library.triton_op("hddm::flash_attention", mutates_args=())
     def _forward_op(qkv: Tensor, scale: float) -> tuple[Tensor, Tensor]:
         return launch_forward(qkv.contiguous(), scale, kernel=torch.library.wrap_triton(_tuned_forward))
 
     @torch.library.triton_op("hddm::flash_attention_backward", mutates_args=())
-    def _backward_op(grad_o: Tensor, qkv: Tensor, o: Tensor, lse: Tensor, scale: float, per_head: bool) -> Tensor:
+    def _backward_op(grad_o: Tensor, qkv: Tensor, o: Tensor, lse: Tensor, scale: float,
+                     per_head: bool) -> tuple[Tensor, Tensor]:
         kernel = _tuned_head if per_head else _tuned_backward
         return launch_backward(grad_o, qkv.contiguous(), o, lse, scale, kernel=torch.library.wrap_triton(kernel),
                                per_head=per_head)

@@ -25,6 +25,7 @@ from hddm_p2p.models import cublaslt, sm90_gemm
 from hddm_p2p.models.fused_norm import records_grad
 
 Tensor = torch.Tensor
+bias_grads: bool = True  # training: fc1's bias gradient summed in the epilogue of the matmul that makes its input
 
 
 def path(fc1: nn.Linear, fc2: nn.Linear, x: Tensor, sampling: bool, training: bool) -> str | None:
@@ -61,8 +62,12 @@ def residual_linear(layer: nn.Linear, x: Tensor, gate: Tensor, residual: Tensor)
     return out.view(B, T, -1)
 
 
-def linear(layer: nn.Linear, x: Tensor) -> Tensor:
-    """``layer(x)``; with ``cublaslt.sampling``, sampling on CUDA takes cuBLASLt's measured algorithm."""
+def linear(layer: nn.Linear, x: Tensor, bias_grad: bool = True) -> Tensor:
+    """``layer(x)``; with ``cublaslt.sampling``, sampling on CUDA takes cuBLASLt's measured algorithm.
+    ``bias_grad=False``: the bias is added detached, its gradient left to the caller (a later kernel that sums
+    the output's gradient over the tokens anyway)."""
+    if not bias_grad and layer.bias is not None:
+        return torch.nn.functional.linear(x, layer.weight, layer.bias.detach())
     wanted = cublaslt.sampling or (sm90_gemm.enabled and sm90_gemm.plain)
     if (wanted and layer.bias is not None and x.is_cuda and x.dtype == layer.weight.dtype
             and x.dtype in (torch.bfloat16, torch.float16) and not records_grad(x, layer.weight)):
@@ -72,25 +77,34 @@ def linear(layer: nn.Linear, x: Tensor) -> Tensor:
 
 
 class _FusedMlp(torch.autograd.Function):
-    """(M, K) → (M, K') through fc1 (GELU_AUX_BIAS epilogue) and fc2; backward with DGELU."""
+    """(M, K) → (M, K') through fc1 (GELU_AUX_BIAS epilogue) and fc2; backward with DGELU, fc1's bias gradient
+    summed in that matmul's epilogue on an sm_90 GPU (``cublaslt.matmul_dgelu_sum``)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
         h, pre = cublaslt.linear_gelu_aux(x, w1, b1)
         ctx.save_for_backward(x, w1, w2, h, pre)
+        ctx.b1_dtype = b1.dtype
         return torch.addmm(b2, h, w2.t())
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, w1, w2, h, pre = ctx.saved_tensors
         grad = grad.contiguous()
-        grad_pre = cublaslt.matmul_dgelu(grad, w2, pre)
-        return grad_pre @ w1, grad_pre.t() @ x, grad_pre.sum(0), grad.t() @ h, grad.sum(0)
+        if bias_grads:
+            grad_pre, grad_b1 = cublaslt.matmul_dgelu_sum(grad, w2, pre)
+        else:
+            grad_pre = cublaslt.matmul_dgelu(grad, w2, pre)
+            grad_b1 = grad_pre.sum(0)
+        grad_b2 = grad.sum(0) if ctx.needs_input_grad[4] else None
+        return grad_pre @ w1, grad_pre.t() @ x, grad_b1.to(ctx.b1_dtype), grad.t() @ h, grad_b2
 
 
-def training(fc1: nn.Linear, fc2: nn.Linear, x: Tensor) -> Tensor:
+def training(fc1: nn.Linear, fc2: nn.Linear, x: Tensor, bias_grad: bool = True) -> Tensor:
+    """The MLP through ``_FusedMlp``; ``bias_grad=False``: fc2's bias detached (as ``linear``)."""
     dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
-    params = [p.to(dtype) for p in (fc1.weight, fc1.bias, fc2.weight, fc2.bias)]
+    b2 = fc2.bias if bias_grad else fc2.bias.detach()
+    params = [p.to(dtype) for p in (fc1.weight, fc1.bias, fc2.weight, b2)]
     with torch.autocast("cuda", enabled=False):
         out = _FusedMlp.apply(x.reshape(-1, x.shape[-1]).to(dtype).contiguous(), *params)
     return out.view(*x.shape[:-1], out.shape[-1])

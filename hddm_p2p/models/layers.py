@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hddm_p2p.models import flash_attention, fused_mlp
+from hddm_p2p.models import flash_attention, fused_mlp, fused_norm_train
 from hddm_p2p.models.fused_mlp import linear, residual_linear
 from hddm_p2p.models.fused_norm import modulate  # noqa: F401 (re-exported)
 from hddm_p2p.models.fused_norm_train import add_norm_modulate
@@ -106,13 +106,15 @@ class Mlp(nn.Module):
         self.act = nn.GELU(approximate="tanh")
         self.fc2 = nn.Linear(hidden, out or dim)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, bias_grad: bool = True) -> Tensor:
+        """``bias_grad=False``: fc2's bias is added with no gradient through here; the caller computes it
+        (``DiTBlock.forward_deferred``: the next norm pass)."""
         kind = fused_mlp.path(self.fc1, self.fc2, x, self.fused_gelu, self.fused_gelu_training)
         if kind == "sampling":
             return fused_mlp.sampling(self.fc1, self.fc2, x)
         if kind == "training":
-            return fused_mlp.training(self.fc1, self.fc2, x)
-        return self.fc2(self.act(self.fc1(x)))
+            return fused_mlp.training(self.fc1, self.fc2, x, bias_grad)
+        return linear(self.fc2, self.act(self.fc1(x)), bias_grad)
 
     def hidden(self, x: Tensor) -> Tensor:
         """GELU(fc1(x)), fc2's input: one matmul with the GELU epilogue when sampling on CUDA."""
@@ -162,13 +164,20 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return linear(self.proj, self.mix(x))
+    def forward(self, x: Tensor, bias_grad: bool = True) -> Tensor:
+        """``bias_grad=False``: proj's bias gets its gradient from the caller (as ``Mlp.forward``)."""
+        return linear(self.proj, self.mix(x), bias_grad)
 
     def mix(self, x: Tensor) -> Tensor:
-        """The heads' outputs (B, T, D), before the output projection."""
+        """The heads' outputs (B, T, D), before the output projection. Where the Triton kernels take the
+        projection they also sum its gradient over the tokens: the qkv bias's gradient, which then does not
+        come from the linear layer's backward (one less read of the (B, T, 3·D) gradient)."""
         B, T, D = x.shape
-        qkv = linear(self.qkv, x).reshape(B, T, 3, self.num_heads, D // self.num_heads)
+        shape = (B, T, 3, self.num_heads, D // self.num_heads)
+        if flash_attention.takes_bias_grad(x, self.qkv, D // self.num_heads):
+            qkv = linear(self.qkv, x, bias_grad=False).reshape(shape)
+            return flash_attention.attention(qkv, bias=self.qkv.bias).reshape(B, T, D)
+        qkv = linear(self.qkv, x).reshape(shape)
         return flash_attention.attention(qkv).reshape(B, T, D)  # SDPA unless the Triton kernels are usable
 
 
@@ -200,7 +209,8 @@ class DiTBlock(nn.Module):
     Each "gated residual add + LayerNorm + modulate" goes through ``fused_norm_train.add_norm_modulate``: one
     Triton pass over memory when sampling on CUDA (and, with ``fused_norm_train.enabled``, when training on
     CUDA, with a Triton backward), plain PyTorch otherwise. ``DiT`` then chains the blocks
-    through ``forward_deferred``, so each block's MLP residual is added by the next block's first pass.
+    through ``forward_deferred``, so each block's MLP residual is added by the next block's first pass, and in
+    training the pass after proj and fc2 also sums their bias gradients.
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, adaln: str = "single",
@@ -231,7 +241,7 @@ class DiTBlock(nn.Module):
 
     def forward(self, x: Tensor, c: Tensor, y: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         if self.cross_attn is None:
-            x, (branch, gate) = self.forward_deferred(x, c)
+            x, (branch, gate, _) = self.forward_deferred(x, c, last_bias_grad=True)
             return x + gate.unsqueeze(1) * branch
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.signals(c, x.dtype)
         _, h = add_norm_modulate(x, None, None, shift_msa, scale_msa, self.norm1.eps)
@@ -250,16 +260,30 @@ class DiTBlock(nn.Module):
         _, h = add_norm_modulate(x, None, None, shift_mlp, scale_mlp, self.norm2.eps)
         return residual_linear(self.mlp.fc2, self.mlp.hidden(h), gate_mlp, x)
 
-    def forward_deferred(self, x: Tensor, c: Tensor, pending: tuple[Tensor, Tensor] | None = None
-                         ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """The block with its last residual left undone: ``pending`` (branch, gate) of the block before is
-        added by this block's first norm pass, and this block's MLP output and gate are returned as the next
-        ``pending``. Self-attention blocks only."""
+    def forward_deferred(self, x: Tensor, c: Tensor, pending: tuple | None = None, last_bias_grad: bool = False
+                         ) -> tuple[Tensor, tuple]:
+        """The block with its last residual left undone: ``pending`` (branch, gate, bias) of the block before is
+        added by this block's first norm pass, and this block's MLP output, gate and fc2 bias are returned as the
+        next ``pending``. Self-attention blocks only.
+
+        In training on the fused kernels (``fused_norm_train.takes_bias_grad``) proj and fc2 run with their
+        biases detached and the norm pass that adds their branch computes the biases' gradients (``bias`` is
+        then the layer's bias, else None). ``last_bias_grad``: fc2's bias keeps its own gradient (the caller adds
+        the returned branch itself)."""
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.signals(c, x.dtype)
-        branch, gate = pending if pending is not None else (None, None)
-        x, h = add_norm_modulate(x, branch, gate, shift_msa, scale_msa, self.norm1.eps)
-        x, h = add_norm_modulate(x, self.attn(h), gate_msa, shift_mlp, scale_mlp, self.norm2.eps)
-        return x, (self.mlp(h), gate_mlp)
+        branch, gate, bias = pending if pending is not None else (None, None, None)
+        x, h = add_norm_modulate(x, branch, gate, shift_msa, scale_msa, self.norm1.eps, bias)
+        proj_bias = _routed_bias(self.attn.proj, x)
+        fc2_bias = None if last_bias_grad else _routed_bias(self.mlp.fc2, x)
+        branch = self.attn(h, bias_grad=proj_bias is None)
+        x, h = add_norm_modulate(x, branch, gate_msa, shift_mlp, scale_mlp, self.norm2.eps, proj_bias)
+        return x, (self.mlp(h, bias_grad=fc2_bias is None), gate_mlp, fc2_bias)
+
+
+def _routed_bias(layer: nn.Linear, x: Tensor) -> Tensor | None:
+    """The layer's bias where the norm pass over the residual stream x computes its gradient, else None."""
+    bias = layer.bias
+    return bias if bias is not None and bias.requires_grad and fused_norm_train.takes_bias_grad(x) else None
 
 
 class FinalLayer(nn.Module):
@@ -276,11 +300,11 @@ class FinalLayer(nn.Module):
             self.scale_shift_table = nn.Parameter(torch.randn(2, dim) / dim ** 0.5)
 
     def forward(self, x: Tensor, c: Tensor, pending: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        """``pending``: the last block's deferred (branch, gate) residual (``DiTBlock.forward_deferred``)."""
+        """``pending``: the last block's deferred (branch, gate, bias) residual (``DiTBlock.forward_deferred``)."""
         if self.adaln == "zero":
             shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
         else:
             shift, scale = (self.scale_shift_table[None] + c[:, None]).unbind(1)  # PixArt: table + c
-        branch, gate = pending if pending is not None else (None, None)
-        _, h = add_norm_modulate(x, branch, gate, shift.to(x.dtype), scale.to(x.dtype), self.norm_final.eps)
+        branch, gate, bias = pending if pending is not None else (None, None, None)
+        _, h = add_norm_modulate(x, branch, gate, shift.to(x.dtype), scale.to(x.dtype), self.norm_final.eps, bias)
         return self.linear(h)

@@ -31,14 +31,23 @@ for B, T, H, d, block, step in cases:
         o, lse = fa.launch_forward(leaf, d ** -0.5, kernel=fa._flash_forward_kernel, BLOCK_M=block, BLOCK_N=step)
         # both backward kernels; the per-head one also with o as a strided view (cuDNN's forward hands one over)
         o_view = o.transpose(1, 2).contiguous().transpose(1, 2)
+        # the blocks kernel also with a larger block than the grain of its token sums (rows it must zero)
         grads = [fa.launch_backward(g, leaf, o, lse, d ** -0.5, kernel=fa._flash_backward_kernel, per_head=False,
                                     BLOCK=block, STEP=step),
                  fa.launch_backward(g, leaf, o_view, lse, d ** -0.5, kernel=fa._flash_backward_head_kernel,
                                     per_head=True, BLOCK=block, STEP=step)]
+        grads.append(fa.launch_backward(g, leaf, o, lse, d ** -0.5, kernel=fa._flash_backward_kernel, per_head=False,
+                                        grain=block, BLOCK=2 * block, STEP=step))
     q, k, v = leaf.detach().permute(2, 0, 3, 1, 4).double()
     ref_lse = torch.logsumexp(q @ k.transpose(-1, -2) * d ** -0.5, -1) / torch.log(torch.tensor(2.0))
     assert (lse - ref_lse).abs().max() < 1e-4, (B, T, H, d, "lse")
-    for got, want, name in ((o, ref, "o"), (grads[0], leaf.grad, "dqkv blocks"), (grads[1], leaf.grad, "dqkv head")):
+    bias_grad = leaf.grad.sum((0, 1))  # (3, H, d): what the qkv projection's bias gets
+    for (dqkv, token_sums), name in zip(grads, ("blocks", "head", "blocks, block 2x grain")):
+        assert token_sums.shape[1:] == (B, 3, H, d), (name, token_sums.shape)
+        err = ((token_sums.sum((0, 1)) - bias_grad).abs().max() / bias_grad.abs().max()).item()
+        assert err < 1e-5, (B, T, H, d, name, "token sums", err)
+    for got, want, name in ((o, ref, "o"), (grads[0][0], leaf.grad, "dqkv blocks"), (grads[1][0], leaf.grad, "dqkv head"),
+                            (grads[2][0], leaf.grad, "dqkv blocks, block 2x grain")):
         assert got.shape == want.shape, (name, got.shape)
         err = ((got - want).abs().max() / want.abs().max()).item()
         assert err < 1e-5, (B, T, H, d, name, err)
@@ -48,7 +57,8 @@ print("ok", worst)
 
 
 def test_kernels_match_sdpa_in_tritons_interpreter():
-    """o, the base-2 log-sum-exp and the packed gradient (dq, dk, dv in place) against SDPA's autograd, fp32."""
+    """o, the base-2 log-sum-exp, the packed gradient (dq, dk, dv in place) and its token sums (the qkv bias's
+    gradient) against SDPA's autograd, fp32; the blocks kernel also with blocks larger than its sums' grain."""
     pytest.importorskip("triton")
     done = subprocess.run([sys.executable, "-c", _INTERPRETED], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.startswith("ok"), done.stderr[-2000:]
@@ -68,7 +78,10 @@ fa.forward_backend = "triton"  # cuDNN's forward needs a GPU
 calls = []
 launch = fa.launch_backward
 fa.launch_backward = lambda *a, **k: calls.append(a[1].shape) or launch(*a, **k)
-usable = fa.usable
+runs = fa.runs
+biases = []  # per attention call: whether the kernels computed the qkv bias's gradient
+attention = fa.attention
+fa.attention = lambda qkv, scale=None, bias=None: biases.append(bias is not None) or attention(qkv, scale, bias)
 torch.manual_seed(0)
 model = build_dit("tiny", input_size=8, in_channels=4)
 with torch.no_grad():  # off DiT's zero init, so every gradient is nonzero
@@ -78,7 +91,7 @@ x, t = torch.randn(2, 4, 8, 8), torch.rand(2) * 1000
 
 
 def grads(on):
-    fa.usable = (lambda qkv: True) if on else usable  # the CPU fp32 tensors stand in for CUDA bf16 ones
+    fa.runs = (lambda *a: True) if on else runs  # the CPU fp32 tensors stand in for CUDA bf16 ones
     model.zero_grad()
     out = model(x, t, None)
     out.square().mean().backward()
@@ -91,8 +104,9 @@ worst = 0.0
 for backward in ("head", "blocks"):
     fa.backward = backward
     calls.clear()
+    biases.clear()
     out, got = grads(True)
-    assert len(calls) == len(model.blocks), calls
+    assert len(calls) == len(model.blocks) and biases == [True] * len(model.blocks), (calls, biases)
     assert ((out - out_ref).norm() / out_ref.norm()).item() < 1e-5 and len(got) == len(ref)
     worst = max([worst] + [((a - b).norm() / b.norm()).item() for a, b in zip(got, ref) if b.norm() > 0])
     assert worst < 1e-5, (backward, worst)
@@ -102,7 +116,8 @@ print("ok", worst)
 
 def test_dit_trains_through_the_kernels_in_tritons_interpreter():
     """A whole DiT forward and backward with every block's attention through the autograd function (both custom
-    ops, both kernels): the output and every parameter's gradient equal the SDPA model's (fp32)."""
+    ops, both kernels, the qkv bias's gradient from their token sums): the output and every parameter's gradient
+    equal the SDPA model's (fp32)."""
     pytest.importorskip("triton")
     done = subprocess.run([sys.executable, "-c", _INTERPRETED_DIT], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.startswith("ok"), done.stderr[-2000:]

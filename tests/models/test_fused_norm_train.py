@@ -44,9 +44,13 @@ for D, T, B, rows in cases:
                                        scale, mean, rstd, kernel=ft._norm_modulate_backward_kernel, ROWS=rows)
         d_signals = torch.zeros_like(sl)
         if add:
-            dx, dy, dshift, dscale, dgate = grads
+            dx, dy, dshift, dscale, dgate, dsum = grads
             d_signals[:, 2] = dgate
             assert (dy - yl.grad).abs().max() <= 1e-4, (D, T, "dy")
+            # the gradient of a bias inside y: the token and batch sum of y's gradient
+            bias_grad = yl.grad.sum((0, 1))
+            err = ((gate * dsum).sum(0) - bias_grad).abs().max() / bias_grad.abs().max()
+            assert err <= 1e-5, (D, T, "bias", err.item())
         else:
             dx, dshift, dscale = grads
         d_signals[:, 0], d_signals[:, 1] = dshift, dscale
@@ -59,8 +63,8 @@ print("ok", worst)
 
 
 def test_training_kernels_match_autograd_in_tritons_interpreter():
-    """x', h, the row statistics and every gradient (x, y, and the shift/scale/gate signals through their
-    strided views) against autograd on the plain pass, fp32, for widths, token counts and rows per program
+    """x', h, the row statistics and every gradient (x, y, the shift/scale/gate signals through their strided
+    views, and a bias inside y from the per-sample sums of dx') against autograd on the plain pass, fp32, for widths, token counts and rows per program
     that leave partial tiles and runs."""
     pytest.importorskip("triton")
     done = subprocess.run([sys.executable, "-c", _INTERPRETED], capture_output=True, text=True, timeout=300)
@@ -72,13 +76,16 @@ import os
 os.environ["TRITON_INTERPRET"] = "1"
 import torch
 import triton
-from hddm_p2p.models import build_dit, fused_norm as fn, fused_norm_train as ft
+from hddm_p2p.models import build_dit, fused_norm as fn, fused_norm_train as ft, layers
 one = [triton.Config({"ROWS": 2}, num_warps=4)]  # one config: the autotuners need no GPU to pick
 fn._tuned_kernel = triton.autotune(configs=one, key=["D"])(fn._add_norm_modulate_kernel)
 ft._tuned_backward = triton.autotune(configs=one, key=["D"])(ft._norm_modulate_backward_kernel)
 calls = []
 launch_backward = ft.launch_backward
 ft.launch_backward = lambda *a, **k: calls.append(a[3] is not None) or launch_backward(*a, **k)
+biases = []  # per pass: whether it computed the gradient of the bias inside its y (proj's, fc2's)
+add_norm_modulate = layers.add_norm_modulate
+layers.add_norm_modulate = lambda *a: biases.append(len(a) > 6 and a[6] is not None) or add_norm_modulate(*a)
 torch.manual_seed(0)
 x, t = torch.randn(2, 4, 8, 8), torch.rand(2) * 1000
 usable = ft.usable
@@ -102,12 +109,15 @@ for overrides, cond in (({}, None), (dict(condition="text", text_width=12, max_t
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     calls.clear()
+    biases.clear()
     out_ref, ref = grads(model, cond, False)
-    assert not calls
+    assert not calls and not any(biases)
+    biases.clear()
     out, got = grads(model, cond, True)
     depth = len(model.blocks)
-    if cond is None:  # every pass took the kernels
+    if cond is None:  # every pass took the kernels, and every pass with a branch its bias's gradient
         assert calls.count(True) == 2 * depth and calls.count(False) == 1, calls
+        assert biases.count(True) == 2 * depth, biases
     else:
         assert calls == [False] * (2 * depth + 1), calls
     assert ((out - out_ref).norm() / out_ref.norm()).item() < 1e-5 and len(got) == len(ref)
@@ -120,7 +130,8 @@ print("ok", worst)
 def test_dit_trains_through_the_autograd_function_in_tritons_interpreter():
     """Whole DiTs forward and backward with ``enabled`` (AdaLN-Single chained blocks; AdaLN-Zero text blocks
     with cross-attention): every norm pass (with or without a residual, the final layer's) through the
-    autograd function and both kernels, gradients of every parameter equal to the plain model's (fp32)."""
+    autograd function and both kernels, proj's and fc2's bias gradients from the passes after them, gradients
+    of every parameter equal to the plain model's (fp32)."""
     pytest.importorskip("triton")
     done = subprocess.run([sys.executable, "-c", _INTERPRETED_DIT], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.startswith("ok"), done.stderr[-2000:]
