@@ -29,11 +29,12 @@ with fc1 + GELU keeping the pre-activation and fc2's input gradient times GELU' 
 ``+sm90 gemms`` row with the whole step — forward, backward, clipping, the capturable fused AdamW, EMA — captured
 once as one CUDA graph and replayed (CPU: as the row above); ``+triton attention``: the ``+sm90 gemms`` row with
 self-attention through ``hddm_p2p.models.flash_attention``'s Triton kernels on the packed qkv projection instead of
-SDPA (CPU: as the row above); ``+bias grads in kernels``: that row with the bias gradients of qkv, proj, fc1 and
-fc2 summed inside the kernels that already read their output gradients (the attention backward, the norm
-backward, fc1's dgelu GEMM epilogue) instead of separate reductions (the library's default; the rows above turn
-it off); ``+blocks backward``: that row with the attention backward as one program per (block, head)
-(``flash_attention.backward = "blocks"``); ``+data from host memory`` /
+SDPA (CPU: as the row above); ``+bias grads in kernels``: that row with the bias gradients of qkv, proj and fc2
+summed inside the kernels that already read their output gradients (the attention backward, the norm
+backward) instead of separate reductions (the library's default; the rows above turn
+it off); ``+cudnn forward, head backward``: that row with the attention's forward through cuDNN and its
+backward one program per head, whatever the head width (``flash_attention.arrangement``); ``+data from host
+memory`` /
 ``+data on the GPU``: the ``+gelu epilogues`` row fed by the training loop's own source (``MemorySource``) over
 50,000 precomputed fp16 latents, each batch copied from host memory, or gathered on the GPU where the source
 keeps them (every other row reuses one latent batch already on the GPU); ``+multi-kernel``: each
@@ -56,7 +57,7 @@ from contextlib import nullcontext
 import torch
 from _common import attention_backend, fresh_compiles, kernel_breakdown, peak_tflops
 
-from hddm_p2p.models import build_dit, flash_attention, fused_mlp, fused_norm_train, get_preset, sm90_gemm
+from hddm_p2p.models import build_dit, flash_attention, fused_norm_train, get_preset, sm90_gemm
 from hddm_p2p.train.data import InMemoryData, MemorySource
 from hddm_p2p.models.flops import dit_flops
 from hddm_p2p.models.layers import Mlp
@@ -84,9 +85,9 @@ class Variant:
                                    # AdamW step (``hddm_p2p.train.clip``; the training loop's default)
     triton_attention: bool = False  # self-attention through ``hddm_p2p.models.flash_attention``'s Triton kernels
     bias_grads: bool = False       # the linear layers' bias gradients summed inside the kernels that already read
-                                   # their output gradients (``bias_grads`` of fused_norm_train, flash_attention and
-                                   # fused_mlp) instead of separate reductions
-    attention_backward: str = "head"  # ``flash_attention.backward``: "head" | "blocks"
+                                   # their output gradients (``bias_grads`` of fused_norm_train and flash_attention)
+                                   # instead of separate reductions
+    attention_arrangement: tuple = ("auto", "auto")  # ``flash_attention``'s (forward_backend, backward)
     step_graph: bool = False       # the whole step (forward, backward, clipping, AdamW, EMA) as one CUDA graph
     data: str = "synthetic"        # "synthetic": one latent batch on the GPU | "host" / "resident": batches drawn
                                    # by the training loop's ``MemorySource`` from 50,000 fp16 latents in host memory
@@ -116,8 +117,9 @@ LADDER: dict[str, Variant] = {v.name: v for v in [
             sm90=True, triton_attention=True),
     Variant("+bias grads in kernels", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True,
             sm90=True, triton_attention=True, bias_grads=True),
-    Variant("+blocks backward", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True,
-            sm90=True, triton_attention=True, bias_grads=True, attention_backward="blocks"),
+    Variant("+cudnn forward, head backward", "bf16", compile="model", residual="bf16", gelu_epilogues=True,
+            fused_norm=True, sm90=True, triton_attention=True, bias_grads=True,
+            attention_arrangement=("cudnn", "head")),
     Variant("+sm90 gemms and cuda graphs", "bf16", compile="model", mode="reduce-overhead", residual="bf16",
             gelu_epilogues=True, fused_norm=True, sm90=True),
     Variant("+cuda graphs", "bf16", compile="model", mode="reduce-overhead", residual="bf16", gelu_epilogues=True,
@@ -167,8 +169,8 @@ def _time_training(arch: str, batch: int, steps: int, warmup: int, device: torch
     fused_norm_train.enabled = v.fused_norm and device.type == "cuda"
     sm90_gemm.enabled = v.sm90 and device.type == "cuda"
     flash_attention.enabled = v.triton_attention and device.type == "cuda"
-    fused_norm_train.bias_grads = flash_attention.bias_grads = fused_mlp.bias_grads = v.bias_grads
-    flash_attention.backward = v.attention_backward
+    fused_norm_train.bias_grads = flash_attention.bias_grads = v.bias_grads
+    flash_attention.forward_backend, flash_attention.backward = v.attention_arrangement
     torch.backends.cudnn.allow_tf32 = v.dtype != "fp32"
     torch.manual_seed(0)
     cfg = get_preset(arch, input_size=32, in_channels=4)

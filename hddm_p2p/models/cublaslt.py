@@ -9,7 +9,7 @@ itself (through ``ctypes``, on the library torch already loaded), so that
   faster; ``choices`` records what was picked and by how much);
 * the epilogues PyTorch leaves out are there for training: GELU_AUX_BIAS (fc1 + bias + GELU that also
   keeps the pre-activation for the backward), DGELU (fc2's input gradient times GELU'(pre)) and
-  DGELU_BGRAD (the same, plus fc1's bias gradient; ``matmul_dgelu_sum`` takes ``sm90_gemm``'s kernel for it).
+  DGELU_BGRAD (the same, plus fc1's bias gradient).
 
 Each public function is a ``torch.library.custom_op`` so ``torch.compile`` calls it as an opaque kernel.
 ``usable`` says whether a call may take this path (the library found, CUDA, bf16/fp16); each op checks
@@ -339,25 +339,6 @@ def matmul_dgelu(grad: Tensor, weight: Tensor, pre: Tensor) -> Tensor:
 @matmul_dgelu.register_fake
 def _(grad, weight, pre):
     return grad.new_empty(grad.shape[0], weight.shape[1])
-
-
-@torch.library.custom_op("hddm::matmul_dgelu_sum", mutates_args=())
-def matmul_dgelu_sum(grad: Tensor, weight: Tensor, pre: Tensor) -> tuple[Tensor, Tensor]:
-    """(g, g.sum(0) in fp32, fp64 for fp64) with g = ``matmul_dgelu(grad, weight, pre)``: fc1's pre-activation
-    and bias gradients. On an sm_90 GPU one CUTLASS GEMM sums the bias gradient in its epilogue (``sm90_gemm``'s
-    ``dgelu_dbias``), so g is not read again; elsewhere ``matmul_dgelu`` and a separate sum (cuBLASLt's own
-    DGELU_BGRAD, ``matmul_dgelu_bgrad``, ran 2× slower than that on an H200: 2026-12-01 run 8)."""
-    if sm90_gemm.runnable("dgelu_dbias", grad, weight, pre):
-        bgrad = torch.empty(weight.shape[1], dtype=torch.float32, device=grad.device)
-        return sm90_gemm.gemm(grad, weight, epilogue="dgelu_dbias", aux=pre, bias=bgrad), bgrad
-    g = matmul_dgelu(grad, weight, pre)
-    return g, g.sum(0, dtype=torch.promote_types(g.dtype, torch.float32))
-
-
-@matmul_dgelu_sum.register_fake
-def _(grad, weight, pre):
-    sum_dtype = torch.promote_types(grad.dtype, torch.float32)
-    return grad.new_empty(grad.shape[0], weight.shape[1]), grad.new_empty(weight.shape[1], dtype=sum_dtype)
 
 
 @torch.library.custom_op("hddm::matmul_dgelu_bgrad", mutates_args=())

@@ -15,15 +15,14 @@ up to 16, the narrowest a tensor-core product takes (72 = 64 + 16: 80 columns of
 recomputed from the forward's log-sum-exp (fp32, base 2, one per query row). Two arrangements of FlashAttention-2's
 backward, both without atomics, suit short sequences:
 
-- ``backward = "head"`` (the default): one program per head. For each key block it loops over every query block,
-  keeps dK and dV in registers and adds dQ's share to an fp32 partial sum in a scratch buffer (five products per
-  pair of blocks);
+- ``backward = "head"``: one program per head. For each key block it loops over every query block, keeps dK and dV
+  in registers and adds dQ's share to an fp32 partial sum in a scratch buffer (five products per pair of blocks);
 - ``"blocks"``: one program per (block, head). It computes dK and dV of key block j over every query block, then
   dQ of query block j over every key block (seven products per pair, no scratch).
 
-The forward is cuDNN's own kernel where it runs (Hopper: faster than this module's Triton forward in run 36),
-asked for the log-sum-exp; elsewhere the Triton forward, which reads the packed projection and writes o as
-(B, T, H·d). ``enabled`` is the switch (by default on for training on Hopper GPUs, where it was measured;
+The forward is cuDNN's own kernel, asked for the log-sum-exp, or the Triton forward, which reads the packed
+projection and writes o as (B, T, H·d). By default (``arrangement``) heads of a power-of-two width take cuDNN's
+forward and the per-head backward on Hopper, others the Triton forward and the per-block backward. ``enabled`` is the switch (by default on for training on Hopper GPUs, where it was measured;
 sampling keeps SDPA);
 ``attention`` is what the model calls: these kernels where ``usable``, SDPA otherwise. On one H200 (2026-12-01
 run 38, docs/benchmarks.md) DiT-B/2 training at batch 256 went from 45.5 % to 46.9 % MFU in the same run.
@@ -45,8 +44,9 @@ if triton is not None:
 enabled: bool | str = "auto"  # "auto": on Hopper GPUs (sm_90, where it was measured); True: any CUDA GPU;
                               # False: self-attention always through SDPA (the benchmarks compare the two)
 forward_backend: str = "auto"  # the forward: "cudnn" (SDPA's cuDNN kernel, asked for its log-sum-exp), "triton",
-                               # or "auto": cuDNN on Hopper and newer (where it was measured), else Triton
-backward: str = "head"  # "head": one program per head, dQ summed in fp32 scratch | "blocks": one per (block, head)
+                               # or "auto": cuDNN on Hopper and newer for power-of-two head widths, else Triton
+backward: str = "auto"  # "head": one program per head, dQ summed in fp32 scratch | "blocks": one per (block, head)
+                        # | "auto": "head" for power-of-two head widths, else "blocks" (``arrangement``)
 bias_grads: bool = True  # the qkv projection's bias takes its gradient from the backward's token sums
 
 
@@ -82,11 +82,25 @@ def hopper(device: torch.device) -> bool:
 
 @torch.compiler.assume_constant_result  # read once while torch.compile traces the model: no graph break
 def cudnn_forward_on(device: torch.device) -> bool:
-    """Whether the forward runs cuDNN's kernel on ``device`` (``forward_backend``)."""
-    if forward_backend != "auto":
-        return forward_backend == "cudnn"
+    """Whether cuDNN's forward (with its log-sum-exp) runs on ``device``: Hopper and newer, cuDNN available."""
     return (device.type == "cuda" and torch.backends.cudnn.is_available()
             and torch.cuda.get_device_capability(device)[0] >= 9)
+
+
+def arrangement(d: int, device: torch.device) -> tuple[bool, bool]:
+    """(cuDNN's forward, the per-head backward) for heads of width d on ``device``, from ``forward_backend`` and
+    ``backward``. "auto" picks by what was measured on an H200 (docs/benchmarks.md):
+    - d a power of two (DiT-B/2's 64): cuDNN's forward and the per-head backward (run 38, 46.9 % MFU);
+    - otherwise (DiT-XL/2's 72 = 64 + 16): the Triton forward, which writes o in the token layout (cuDNN's o needed
+      a 3 ms copy per step), and the per-(block, head) backward: the per-head kernel spills registers in every
+      config at d = 72 and took 32.4 ms per step against 22.9 ms (runs 37 and 39)."""
+    power_of_two = d & (d - 1) == 0
+    if forward_backend == "auto":
+        cudnn = power_of_two and cudnn_forward_on(device)
+    else:
+        cudnn = forward_backend == "cudnn"
+    per_head = power_of_two if backward == "auto" else backward == "head"
+    return cudnn and d % 8 == 0 and d <= 128, per_head  # head widths cuDNN's forward takes
 
 
 def reference(qkv: Tensor, scale: float | None = None) -> Tensor:
@@ -106,8 +120,8 @@ def attention(qkv: Tensor, scale: float | None = None, bias: Tensor | None = Non
             raise ValueError("the bias's gradient needs the Triton kernels: ask takes_bias_grad(x, layer, d) first")
         return reference(qkv, scale)
     d = qkv.shape[-1]
-    cudnn = cudnn_forward_on(qkv.device) and d % 8 == 0 and d <= 128  # head widths cuDNN's forward takes
-    return _FlashAttention.apply(qkv, bias, scale if scale is not None else d ** -0.5, cudnn)
+    cudnn, per_head = arrangement(d, qkv.device)
+    return _FlashAttention.apply(qkv, bias, scale if scale is not None else d ** -0.5, cudnn, per_head)
 
 
 def kernel_constants(d: int, scale: float) -> dict:
@@ -134,22 +148,22 @@ def cudnn_forward(qkv: Tensor, scale: float) -> tuple[Tensor, Tensor]:
 
 class _FlashAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, qkv, bias, scale, cudnn):  # bias: inside qkv already; only its gradient is ours
+    def forward(ctx, qkv, bias, scale, cudnn, per_head):  # bias: inside qkv already; only its gradient is ours
         if cudnn:
             o, lse = cudnn_forward(qkv, scale)
         else:
             o, lse = torch.ops.hddm.flash_attention(qkv, scale)
         ctx.save_for_backward(qkv, o, lse)
-        ctx.scale = scale
+        ctx.scale, ctx.per_head = scale, per_head
         ctx.bias_dtype = None if bias is None else bias.dtype
         return o
 
     @staticmethod
     def backward(ctx, grad_o):
         qkv, o, lse = ctx.saved_tensors
-        dqkv, sums = torch.ops.hddm.flash_attention_backward(grad_o, qkv, o, lse, ctx.scale, backward == "head")
+        dqkv, sums = torch.ops.hddm.flash_attention_backward(grad_o, qkv, o, lse, ctx.scale, ctx.per_head)
         dbias = None if ctx.bias_dtype is None else sums.sum((0, 1)).flatten().to(ctx.bias_dtype)
-        return dqkv, dbias, None, None
+        return dqkv, dbias, None, None, None
 
 
 if triton is not None:
@@ -443,7 +457,7 @@ if triton is not None:
         ``meta``'s)."""
         B, T, H, d, stride_b, stride_t = _layout(qkv)
         constants = kernel_constants(d, scale)
-        per_head = backward == "head" if per_head is None else per_head
+        per_head = arrangement(d, qkv.device)[1] if per_head is None else per_head
         assert o.stride(-1) == 1, "o must have unit stride along the head width"
         if grad_o.stride(-1) != 1 or grad_o.stride(2) != d:
             grad_o = grad_o.contiguous()

@@ -39,7 +39,7 @@ plain: bool = False  # with ``enabled``: sampling's qkv, proj and fc2 (bias epil
 # ``DiT`` then chains the blocks through ``DiTBlock.forward_fused_residual``). "auto": where that kernel runs (an
 # sm_90 GPU, the library built with it); True: always (elsewhere the op's PyTorch sum stands in); False: never.
 residual: bool | str = "auto"
-EPILOGUES = {"bias": 0, "gelu_bias": 1, "gelu_aux_bias": 2, "dgelu": 3, "gated_residual": 4, "dgelu_dbias": 5}
+EPILOGUES = {"bias": 0, "gelu_bias": 1, "gelu_aux_bias": 2, "dgelu": 3, "gated_residual": 4}
 
 
 @dataclass(frozen=True)
@@ -288,7 +288,7 @@ def gemm(x: Tensor, w: Tensor, *, epilogue: str, bias: Tensor | None = None, aux
     must be a multiple of B. Operands must pass ``runnable``.
     """
     m, k = x.shape
-    n = w.shape[1] if epilogue.startswith("dgelu") else w.shape[0]
+    n = w.shape[1] if epilogue == "dgelu" else w.shape[0]
     device = x.device.index
     out = torch.empty(m, n, dtype=x.dtype, device=x.device) if out is None else out
     batch = gate.shape[0] if gate is not None else 1

@@ -49,8 +49,6 @@ def test_ops_fall_back_to_pytorch_off_cuda():
     assert torch.allclose(h, F.gelu(pre, approximate="tanh"), atol=1e-6)
     assert torch.allclose(cublaslt.matmul_dgelu(torch.ones(16, 12), w, pre[:, :8]),
                           torch.ops.aten.gelu_backward(torch.ones(16, 12) @ w, pre[:, :8], approximate="tanh"))
-    g, g_sum = cublaslt.matmul_dgelu_sum(torch.ones(16, 12), w, pre[:, :8])
-    assert g_sum.dtype == torch.float32 and torch.allclose(g_sum, g.sum(0), atol=1e-5)
     assert fused_mlp.path(Mlp(8, 12).fc1, Mlp(8, 12).fc2, x, True, True) is None  # CPU: plain MLP
 
 
@@ -72,8 +70,6 @@ def test_epilogue_ops_match_pytorch_on_cuda(m, k, n):
     ref = torch.ops.aten.gelu_backward(g.float() @ w2.float(), pre.float(), approximate="tanh")
     assert _rel(grad_pre, ref) < 1e-2 and _rel(grad_b, ref.sum(0)) < 2e-2
     assert _rel(cublaslt.matmul_dgelu(g, w2, pre), ref) < 1e-2
-    grad_pre, grad_b = cublaslt.matmul_dgelu_sum(g, w2, pre)  # the CUTLASS kernel on an sm_90 GPU
-    assert _rel(grad_pre, ref) < 1e-2 and grad_b.dtype == torch.float32 and _rel(grad_b, ref.sum(0)) < 1e-2
     assert any(key[:3] == (m, n, k) for key in cublaslt.choices) or not cublaslt.autotune
 
 

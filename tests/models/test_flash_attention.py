@@ -140,6 +140,9 @@ def test_on_for_training_on_hopper_and_plain_off_cuda():
     assert flash_attention.enabled == "auto" and not flash_attention.usable(qkv)
     assert not flash_attention.hopper(torch.device("cpu"))
     assert not flash_attention.cudnn_forward_on(torch.device("cpu"))
+    # by default: the per-head backward for power-of-two head widths, the per-block one for 72 = 64 + 16
+    assert flash_attention.arrangement(64, torch.device("cpu")) == (False, True)
+    assert flash_attention.arrangement(72, torch.device("cpu")) == (False, False)
     out = flash_attention.attention(qkv)
     q, k, v = qkv.permute(2, 0, 3, 1, 4)
     want = torch.softmax(q @ k.transpose(-1, -2) / 4, -1) @ v
@@ -152,7 +155,8 @@ def test_on_for_training_on_hopper_and_plain_off_cuda():
 @pytest.mark.parametrize("d", [72, 64])
 def test_kernels_match_sdpa_on_the_gpu(d):
     """bf16 kernels (autotuned, through the custom ops; cuDNN's forward with the per-head backward, the Triton
-    forward with the per-block one) against fp32 SDPA at a DiT's token count, forward and backward; also compiled."""
+    forward with the per-block one) against fp32 SDPA at a DiT's token count, forward and backward (and the token
+    sums a bias inside qkv gets as its gradient); also compiled."""
     torch.manual_seed(0)
     qkv = torch.randn(4, 256, 3, 16, d, device="cuda")
     leaf = qkv.clone().requires_grad_()
@@ -165,11 +169,14 @@ def test_kernels_match_sdpa_on_the_gpu(d):
             flash_attention.forward_backend, flash_attention.backward = forward, backward
             for fn in (flash_attention.attention, torch.compile(flash_attention.attention)):
                 x = qkv.bfloat16().requires_grad_()
+                bias = torch.zeros(3 * 16 * d, device="cuda", requires_grad=True)  # the bias inside x: its gradient
                 assert flash_attention.usable(x)
-                out = fn(x)
+                out = fn(x, bias=bias)
                 out.backward(g.bfloat16())
                 assert ((out.float() - ref).norm() / ref.norm()).item() < 1e-2
                 assert ((x.grad.float() - leaf.grad).norm() / leaf.grad.norm()).item() < 2e-2
+                want = leaf.grad.sum((0, 1)).flatten()
+                assert bias.grad.dtype == torch.float32 and ((bias.grad - want).norm() / want.norm()).item() < 2e-2
             torch._dynamo.reset()
     finally:
         flash_attention.forward_backend, flash_attention.backward = before

@@ -12,9 +12,6 @@
 //   EPI 1 "gelu_bias":      y = gelu_tanh(x Wᵀ + b)
 //   EPI 2 "gelu_aux_bias":  y = gelu_tanh(x Wᵀ + b), aux = x Wᵀ + b  (the pre-activation, for the backward)
 //   EPI 3 "dgelu":          y = (x · W) ⊙ gelu_tanh'(aux)  with W (K, N) row-major: fc2's input gradient
-//   EPI 5 "dgelu_dbias":    EPI 3, and bias (n,) fp32 = the column sums of y (fc1's bias gradient), reduced
-//                           over the token tiles in the epilogue (CUTLASS's column reduction, final pass
-//                           through the workspace: no atomics, no separate read of y)
 //   EPI 4 "gated_residual": y = residual + gate ⊙ (x Wᵀ + b), gate one (n,) row per sample: the rows of x
 //                           come in `batch` samples of m / batch tokens, run as a batched GEMM (W shared), the
 //                           gate as a per-row scale with a batch stride and gate ⊙ b passed as `bias` (batch, n)
@@ -40,7 +37,7 @@ struct HddmGemmArgs {
   int64_t m, n, k;        // y is (m, n); x is (m, k)
   const void* x;          // (m, k) bf16
   const void* w;          // (n, k) bf16, or (k, n) for EPI 3
-  const void* bias;       // (n,) bf16 or null; EPI 5: (n,) fp32, written
+  const void* bias;       // (n,) bf16 or null
   void* y;                // (m, n) bf16
   void* aux;              // (m, n) bf16: written by EPI 2, read by EPI 3
   void* workspace;
@@ -78,7 +75,7 @@ using ColMajor = cutlass::layout::ColumnMajor;
 using RowMajor = cutlass::layout::RowMajor;
 // CUTLASS's A is W: (n, k) row-major for EPI 0-2 (element (i, l) at i*k + l); for EPI 3 the (k, n)
 // row-major weight read as (n, k) column-major.
-#if HDDM_EPI == 3 || HDDM_EPI == 5
+#if HDDM_EPI == 3
 using LayoutA = ColMajor;
 #else
 using LayoutA = RowMajor;
@@ -97,9 +94,6 @@ using Fusion = cutlass::epilogue::fusion::LinCombPerRowBiasEltActAux<
 #elif HDDM_EPI == 3
 using Fusion = cutlass::epilogue::fusion::LinCombDeEltAct<
     LayoutD, cutlass::epilogue::thread::dGELU, bf16, float, bf16, bf16>;
-#elif HDDM_EPI == 5
-using Fusion = cutlass::epilogue::fusion::LinCombDeEltActDePerRowBias<
-    LayoutD, cutlass::epilogue::thread::dGELU, bf16, float, bf16, float>;
 #elif HDDM_EPI == 4
 using Fusion = cutlass::epilogue::fusion::PerRowLinCombPerRowBiasEltAct<
     cutlass::epilogue::thread::Identity, bf16, float, bf16, bf16, bf16>;
@@ -165,13 +159,9 @@ typename Gemm::Arguments make_arguments(const HddmGemmArgs& a) {
 #if HDDM_EPI <= 2
   fusion.bias_ptr = static_cast<const bf16*>(a.bias);
 #endif
-#if HDDM_EPI == 2 || HDDM_EPI == 3 || HDDM_EPI == 5
+#if HDDM_EPI == 2 || HDDM_EPI == 3
   fusion.aux_ptr = static_cast<bf16*>(a.aux);
   fusion.dAux = stride_d;
-#endif
-#if HDDM_EPI == 5
-  fusion.dbias_ptr = static_cast<float*>(const_cast<void*>(a.bias));
-  fusion.dDbias = {_1{}, _0{}, static_cast<int64_t>(M)};
 #endif
   int device = 0;
   cudaGetDevice(&device);
@@ -196,7 +186,7 @@ extern "C" int HDDM_CAT(HDDM_EPI, HDDM_CFG, )(const HddmGemmArgs* a) {
   return gemm.run(stream) == cutlass::Status::kSuccess ? 0 : 3;
 }
 
-// How many workspace bytes the call needs (EPI 5: its column reduction's partial sums and tile counters).
+// How many workspace bytes the call needs (0 for these non-split persistent kernels, asked anyway).
 extern "C" int64_t HDDM_CAT(HDDM_EPI, HDDM_CFG, _workspace)(const HddmGemmArgs* a) {
   return static_cast<int64_t>(Gemm::get_workspace_size(make_arguments(*a)));
 }
