@@ -22,10 +22,13 @@ backward, both without atomics, suit short sequences:
 
 The forward is cuDNN's own kernel, asked for the log-sum-exp, or the Triton forward, which reads the packed
 projection and writes o as (B, T, H·d). By default (``arrangement``) heads of a power-of-two width take cuDNN's
-forward and the per-head backward on Hopper, others the Triton forward and the per-block backward. ``enabled`` is the switch (by default on for training on Hopper GPUs, where it was measured;
-sampling keeps SDPA);
-``attention`` is what the model calls: these kernels where ``usable``, SDPA otherwise. On one H200 (2026-12-01
-run 38, docs/benchmarks.md) DiT-B/2 training at batch 256 went from 45.5 % to 46.9 % MFU in the same run.
+forward and the per-head backward on Hopper, others the Triton forward and the per-block backward.
+
+``enabled`` is the switch: by default on for training on Hopper GPUs with heads of a power-of-two width, where
+it was measured faster than SDPA; sampling keeps SDPA. ``attention`` is what the model calls: these kernels where
+``usable``, SDPA otherwise. On one H200 (2026-12-01, docs/benchmarks.md) DiT-B/2 training at batch 256 (d = 64)
+went from 45.5 % to 46.9 % MFU in the same run (run 38). At DiT-XL/2's d = 72 both arrangements were slower than
+SDPA in training (runs 39–40: 203.5 and 206.5 ms per step against 197.8), so that width keeps SDPA.
 """
 
 from __future__ import annotations
@@ -41,8 +44,9 @@ triton = fused_norm.triton
 if triton is not None:
     import triton.language as tl
 
-enabled: bool | str = "auto"  # "auto": on Hopper GPUs (sm_90, where it was measured); True: any CUDA GPU;
-                              # False: self-attention always through SDPA (the benchmarks compare the two)
+enabled: bool | str = "auto"  # "auto": on Hopper GPUs (sm_90) for power-of-two head widths, where it was measured
+                              # faster than SDPA (runs 38, 41); True: any CUDA GPU, any width 16-256; False:
+                              # self-attention always through SDPA (the benchmarks compare the two)
 forward_backend: str = "auto"  # the forward: "cudnn" (SDPA's cuDNN kernel, asked for its log-sum-exp), "triton",
                                # or "auto": cuDNN on Hopper and newer for power-of-two head widths, else Triton
 backward: str = "auto"  # "head": one program per head, dQ summed in fp32 scratch | "blocks": one per (block, head)
@@ -61,7 +65,7 @@ def usable(qkv: Tensor) -> bool:
 def runs(device: torch.device, dtype: torch.dtype, d: int, records_grad: bool) -> bool:
     """``usable`` for a projection of this device, dtype and head width, recorded by autograd or not."""
     return (bool(enabled) and triton is not None and device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
-            and 16 <= d <= 256 and records_grad and (enabled is True or hopper(device)))
+            and 16 <= d <= 256 and records_grad and (enabled is True or (hopper(device) and d & (d - 1) == 0)))
 
 
 def takes_bias_grad(x: Tensor, layer: torch.nn.Linear, d: int) -> bool:
@@ -161,7 +165,8 @@ class _FlashAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_o):
         qkv, o, lse = ctx.saved_tensors
-        dqkv, sums = torch.ops.hddm.flash_attention_backward(grad_o, qkv, o, lse, ctx.scale, ctx.per_head)
+        dqkv, sums = torch.ops.hddm.flash_attention_backward(grad_o, qkv, o, lse, ctx.scale, ctx.per_head,
+                                                             ctx.bias_dtype is not None)
         dbias = None if ctx.bias_dtype is None else sums.sum((0, 1)).flatten().to(ctx.bias_dtype)
         return dqkv, dbias, None, None, None
 
@@ -259,13 +264,15 @@ if triton is not None:
         """The column sums of gradient tiles a, b (SPAN token rows from row ``first``) into the token sums
         (⌈T / GRAIN⌉ rows, ``stride_sums`` apart, from ``ptr``): at row first / GRAIN, with zeros in the next
         SPAN / GRAIN − 1 rows that exist. GRAIN is the smallest span any config takes, so each run writes every
-        row once whichever config the autotuner picked, and the rows add up to the token sum."""
-        row = first // GRAIN
-        _store_vectors(ptr + row * stride_sums, tl.sum(a, 0), tl.sum(b, 0), d, DA, DB)
-        for extra in tl.static_range(1, SPAN // GRAIN):
-            if row + extra < (T + GRAIN - 1) // GRAIN:
-                _store_vectors(ptr + (row + extra) * stride_sums, tl.zeros([DA], tl.float32),
-                               tl.zeros([DBW], tl.float32), d, DA, DB)
+        row once whichever config the autotuner picked, and the rows add up to the token sum. GRAIN = 0: no sums
+        (no bias asks for them)."""
+        if GRAIN > 0:
+            row = first // GRAIN
+            _store_vectors(ptr + row * stride_sums, tl.sum(a, 0), tl.sum(b, 0), d, DA, DB)
+            for extra in tl.static_range(1, SPAN // GRAIN):
+                if row + extra < (T + GRAIN - 1) // GRAIN:
+                    _store_vectors(ptr + (row + extra) * stride_sums, tl.zeros([DA], tl.float32),
+                                   tl.zeros([DBW], tl.float32), d, DA, DB)
 
     @triton.jit
     def _sums_pointer(SUMS, bh, H, d):
@@ -448,13 +455,14 @@ if triton is not None:
         return o, lse
 
     def launch_backward(grad_o: Tensor, qkv: Tensor, o: Tensor, lse: Tensor, scale: float, kernel=None,
-                        per_head: bool | None = None, grain: int | None = None, **meta) -> tuple[Tensor, Tensor]:
+                        per_head: bool | None = None, grain: int | None = None, sums: bool = True,
+                        **meta) -> tuple[Tensor, Tensor]:
         """(the gradient of the packed qkv (same layout), its token sums (rows, B, 3, H, d) fp32, to be summed over
         the first two dimensions), given dL/do and the forward's o (both (B, T, H, d), any strides with unit
         stride along d) and base-2 log-sum-exp (B, H, T). ``per_head``: one program per head
         (``_flash_backward_head_kernel``) rather than one per (block, head); ``backward`` chooses by default.
         ``grain``: the smallest BLOCK or STEP the kernel may take (default: over its autotuner's configs, else
-        ``meta``'s)."""
+        ``meta``'s). ``sums=False``: no token sums (an empty tensor in their place)."""
         B, T, H, d, stride_b, stride_t = _layout(qkv)
         constants = kernel_constants(d, scale)
         per_head = arrangement(d, qkv.device)[1] if per_head is None else per_head
@@ -469,12 +477,16 @@ if triton is not None:
         else:
             scratch = lse  # never read
             grid = lambda meta: (triton.cdiv(T, meta["BLOCK"]), B * H)  # noqa: E731
-        grain = grain or (min(meta["BLOCK"], meta["STEP"]) if "BLOCK" in meta else smallest_span(kernel))
-        sums = torch.empty(triton.cdiv(T, grain), B, 3, H, d, dtype=torch.float32, device=qkv.device)
-        kernel[grid](qkv, o, grad_o, lse, dqkv, scratch, sums, T, H, d, stride_b, stride_t, H * d, o.stride(0),
-                     o.stride(1), o.stride(2), grad_o.stride(0), grad_o.stride(1), sums[0].numel(), **constants,
-                     GRAIN=grain, **meta)
-        return dqkv, sums
+        if sums:
+            grain = grain or (min(meta["BLOCK"], meta["STEP"]) if "BLOCK" in meta else smallest_span(kernel))
+        else:
+            grain = 0
+        token_sums = torch.empty(triton.cdiv(T, grain) if grain else 0, B, 3, H, d, dtype=torch.float32,
+                                 device=qkv.device)
+        kernel[grid](qkv, o, grad_o, lse, dqkv, scratch, token_sums, T, H, d, stride_b, stride_t, H * d,
+                     o.stride(0), o.stride(1), o.stride(2), grad_o.stride(0), grad_o.stride(1), B * 3 * H * d,
+                     **constants, GRAIN=grain, **meta)
+        return dqkv, token_sums
 
     def smallest_span(kernel) -> int:
         """The smallest BLOCK or STEP among a backward kernel's autotuning configs (through ``wrap_triton``'s
@@ -489,8 +501,8 @@ if triton is not None:
         return launch_forward(qkv.contiguous(), scale, kernel=torch.library.wrap_triton(_tuned_forward))
 
     @torch.library.triton_op("hddm::flash_attention_backward", mutates_args=())
-    def _backward_op(grad_o: Tensor, qkv: Tensor, o: Tensor, lse: Tensor, scale: float,
-                     per_head: bool) -> tuple[Tensor, Tensor]:
+    def _backward_op(grad_o: Tensor, qkv: Tensor, o: Tensor, lse: Tensor, scale: float, per_head: bool,
+                     sums: bool) -> tuple[Tensor, Tensor]:
         kernel = _tuned_head if per_head else _tuned_backward
         return launch_backward(grad_o, qkv.contiguous(), o, lse, scale, kernel=torch.library.wrap_triton(kernel),
-                               per_head=per_head)
+                               per_head=per_head, sums=sums)

@@ -38,6 +38,9 @@ for B, T, H, d, block, step in cases:
                                     per_head=True, BLOCK=block, STEP=step)]
         grads.append(fa.launch_backward(g, leaf, o, lse, d ** -0.5, kernel=fa._flash_backward_kernel, per_head=False,
                                         grain=block, BLOCK=2 * block, STEP=step))
+        plain = fa.launch_backward(g, leaf, o, lse, d ** -0.5, kernel=fa._flash_backward_kernel, per_head=False,
+                                   sums=False, BLOCK=block, STEP=step)  # no bias: no sums, the same gradient
+        assert plain[1].numel() == 0 and torch.equal(plain[0], grads[0][0])
     q, k, v = leaf.detach().permute(2, 0, 3, 1, 4).double()
     ref_lse = torch.logsumexp(q @ k.transpose(-1, -2) * d ** -0.5, -1) / torch.log(torch.tensor(2.0))
     assert (lse - ref_lse).abs().max() < 1e-4, (B, T, H, d, "lse")
@@ -133,6 +136,19 @@ def test_split_width_covers_the_head_in_tiles_a_tensor_core_takes():
         assert a + b >= d and (b == 0 or b >= 16) and a & (a - 1) == 0 and b & (b - 1) == 0
 
 
+def test_auto_takes_power_of_two_head_widths_on_hopper(monkeypatch):
+    """``enabled = "auto"``: on a Hopper GPU the kernels take d = 64 (DiT-B/2, measured faster than SDPA) but not
+    d = 72 (DiT-XL/2, measured slower); True takes both; nothing off CUDA or without an autograd graph."""
+    pytest.importorskip("triton")
+    monkeypatch.setattr(flash_attention, "hopper", lambda device: True)
+    cuda_device, bf16 = torch.device("cuda"), torch.bfloat16
+    assert flash_attention.runs(cuda_device, bf16, 64, True) and not flash_attention.runs(cuda_device, bf16, 72, True)
+    assert not flash_attention.runs(cuda_device, bf16, 64, False)
+    assert not flash_attention.runs(torch.device("cpu"), bf16, 64, True)
+    monkeypatch.setattr(flash_attention, "enabled", True)
+    assert flash_attention.runs(cuda_device, bf16, 72, True)
+
+
 def test_on_for_training_on_hopper_and_plain_off_cuda():
     """On by default where measured (Hopper); where the kernels cannot run (CPU, fp32, no autograd graph)
     ``attention`` is SDPA, with autograd."""
@@ -163,8 +179,9 @@ def test_kernels_match_sdpa_on_the_gpu(d):
     ref = flash_attention.reference(leaf)
     g = torch.randn_like(ref)
     ref.backward(g)
-    before = flash_attention.forward_backend, flash_attention.backward
+    before = flash_attention.forward_backend, flash_attention.backward, flash_attention.enabled
     try:
+        flash_attention.enabled = True  # "auto" leaves d = 72 to SDPA
         for forward, backward in (("cudnn", "head"), ("triton", "blocks")):
             flash_attention.forward_backend, flash_attention.backward = forward, backward
             for fn in (flash_attention.attention, torch.compile(flash_attention.attention)):
@@ -179,7 +196,7 @@ def test_kernels_match_sdpa_on_the_gpu(d):
                 assert bias.grad.dtype == torch.float32 and ((bias.grad - want).norm() / want.norm()).item() < 2e-2
             torch._dynamo.reset()
     finally:
-        flash_attention.forward_backend, flash_attention.backward = before
+        flash_attention.forward_backend, flash_attention.backward, flash_attention.enabled = before
 
 
 @cuda
