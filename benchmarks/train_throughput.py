@@ -29,11 +29,12 @@ with fc1 + GELU keeping the pre-activation and fc2's input gradient times GELU' 
 ``+sm90 gemms`` row with the whole step — forward, backward, clipping, the capturable fused AdamW, EMA — captured
 once as one CUDA graph and replayed (CPU: as the row above); ``+triton attention``: the ``+sm90 gemms`` row with
 self-attention through ``hddm_p2p.models.flash_attention``'s Triton kernels on the packed qkv projection instead of
-SDPA (CPU: as the row above); ``+bias grads in kernels``: that row with the bias gradients of qkv, proj and fc2
+SDPA where the library's default puts them (``enabled = "auto"``: Hopper, power-of-two head widths; DiT-XL/2's
+72-wide heads stay on SDPA; CPU: as the row above); ``+bias grads in kernels``: that row with the bias gradients of qkv, proj and fc2
 summed inside the kernels that already read their output gradients (the attention backward, the norm
 backward) instead of separate reductions (the library's default; the rows above turn
 it off); ``+cudnn forward, head backward``: that row with the attention's forward through cuDNN and its
-backward one program per head, whatever the head width (``flash_attention.arrangement``); ``+data from host
+backward one program per head (``flash_attention.arrangement``), the kernels on for every head width; ``+data from host
 memory`` /
 ``+data on the GPU``: the ``+gelu epilogues`` row fed by the training loop's own source (``MemorySource``) over
 50,000 precomputed fp16 latents, each batch copied from host memory, or gathered on the GPU where the source
@@ -168,7 +169,8 @@ def _time_training(arch: str, batch: int, steps: int, warmup: int, device: torch
     Mlp.fused_gelu_training = v.gelu_epilogues
     fused_norm_train.enabled = v.fused_norm and device.type == "cuda"
     sm90_gemm.enabled = v.sm90 and device.type == "cuda"
-    flash_attention.enabled = v.triton_attention and device.type == "cuda"
+    flash_attention.enabled = False if not (v.triton_attention and device.type == "cuda") else (
+        True if v.attention_arrangement != ("auto", "auto") else "auto")
     fused_norm_train.bias_grads = flash_attention.bias_grads = v.bias_grads
     flash_attention.forward_backend, flash_attention.backward = v.attention_arrangement
     torch.backends.cudnn.allow_tf32 = v.dtype != "fp32"
