@@ -275,18 +275,14 @@ if triton is not None:
                                    tl.zeros([DBW], tl.float32), d, DA, DB)
 
     @triton.jit
-    def _sums_pointer(SUMS, bh, H, d):
-        """Where head ``bh`` (= b·H + h) starts in row 0 of the token sums (rows, B, 3, H, d)."""
+    def _head_offsets(bh, H, d, T, stride_b, stride_ob, stride_oh, stride_gb):
+        """Where head ``bh`` (= b·H + h) starts, in elements: in the packed qkv (and its gradient), in o, in dO, in
+        the lse, and in row 0 of the token sums (rows, B, 3, H, d). Offsets, not pointers: torch.compile's
+        analysis of which tensors a kernel writes loses track of pointers returned from a function and then takes
+        every input for written (and copies each one before the kernel)."""
         b, h = bh // H, bh % H
-        return SUMS + b * 3 * H * d + h * d  # (rows · B · 3 · H · d fits 32 bits)
-
-    @triton.jit
-    def _head_pointers(QKV, DQKV, O, DO, LSE, bh, H, d, T, stride_b, stride_ob, stride_oh, stride_gb):
-        """Where head ``bh`` (= b·H + h) starts in the packed qkv and its gradient, in o and dO, and in the lse."""
-        b, h = bh // H, bh % H
-        return (QKV + b.to(tl.int64) * stride_b + h * d, DQKV + b.to(tl.int64) * stride_b + h * d,
-                O + b.to(tl.int64) * stride_ob + h * stride_oh, DO + b.to(tl.int64) * stride_gb + h * d,
-                LSE + bh.to(tl.int64) * T)
+        return (b.to(tl.int64) * stride_b + h * d, b.to(tl.int64) * stride_ob + h * stride_oh,
+                b.to(tl.int64) * stride_gb + h * d, bh.to(tl.int64) * T, b * 3 * H * d + h * d)
 
     @triton.jit
     def _query_rows(head, o_head, do_head, lse_head, rows, row_mask, stride_t, stride_ot, stride_gt, d,
@@ -311,9 +307,10 @@ if triton is not None:
         """Program (j, head): dK, dV of key block j over every query block, then dQ of query block j over every
         key block (seven products per pair of blocks; ``SCRATCH`` unused). Their token sums go to ``SUMS``
         (``_store_token_sums``)."""
-        head, grad_head, o_head, do_head, lse_head = _head_pointers(
-            QKV, DQKV, O, DO, LSE, tl.program_id(1), H, d, T, stride_b, stride_ob, stride_oh, stride_gb)
-        sums = _sums_pointer(SUMS, tl.program_id(1), H, d)
+        at_qkv, at_o, at_do, at_lse, at_sums = _head_offsets(tl.program_id(1), H, d, T, stride_b, stride_ob,
+                                                              stride_oh, stride_gb)
+        head, grad_head, o_head, do_head = QKV + at_qkv, DQKV + at_qkv, O + at_o, DO + at_do
+        lse_head, sums = LSE + at_lse, SUMS + at_sums
         first = tl.program_id(0) * BLOCK
         own = first + tl.arange(0, BLOCK)
         own_mask = own < T
@@ -374,10 +371,11 @@ if triton is not None:
         written as dQ at the last key block (five products per pair of blocks). Only this program touches its
         head's scratch rows; a barrier orders one key block's writes before the next one's reads. The token sums
         of dQ, dK and dV go to ``SUMS`` (``_store_token_sums``)."""
-        head, grad_head, o_head, do_head, lse_head = _head_pointers(
-            QKV, DQKV, O, DO, LSE, tl.program_id(0), H, d, T, stride_b, stride_ob, stride_oh, stride_gb)
+        at_qkv, at_o, at_do, at_lse, at_sums = _head_offsets(tl.program_id(0), H, d, T, stride_b, stride_ob,
+                                                              stride_oh, stride_gb)
+        head, grad_head, o_head, do_head = QKV + at_qkv, DQKV + at_qkv, O + at_o, DO + at_do
+        lse_head, sums = LSE + at_lse, SUMS + at_sums
         scratch = SCRATCH + tl.program_id(0).to(tl.int64) * T * (DA + DB)
-        sums = _sums_pointer(SUMS, tl.program_id(0), H, d)
         for kv in range(0, T, BLOCK):
             keys = kv + tl.arange(0, BLOCK)
             key_mask = keys < T

@@ -126,6 +126,46 @@ def test_dit_trains_through_the_kernels_in_tritons_interpreter():
     assert done.returncode == 0 and done.stdout.startswith("ok"), done.stderr[-2000:]
 
 
+_WRITES = r"""
+import torch
+import triton
+import triton.runtime
+from triton.backends.compiler import GPUTarget
+from torch._higher_order_ops import triton_kernel_wrap as wrap
+from hddm_p2p.models import flash_attention as fa
+
+
+class Hopper:  # Triton's IR for an sm_90 target, without a GPU
+    def get_current_target(self):
+        return GPUTarget("cuda", 90, 128)
+
+
+triton.runtime.driver.set_active(Hopper())
+analyse = getattr(wrap, "identify_accessed_tensors", None) or wrap.identify_mutated_tensors
+B, T, H, d = 2, 64, 4, 72
+qkv = torch.randn(B, T, 3, H, d, dtype=torch.bfloat16)
+o, lse = torch.randn(B, T, H, d, dtype=torch.bfloat16), torch.randn(B, H, T)
+args = dict(QKV=qkv, O=o, DO=torch.randn_like(o), LSE=lse, DQKV=torch.empty_like(qkv), SCRATCH=torch.empty(B * H, T, 80),
+            SUMS=torch.empty(4, B, 3, H, d), T=T, H=H, d=d, stride_b=qkv.stride(0), stride_t=qkv.stride(1), stride_w=H * d,
+            stride_ob=o.stride(0), stride_ot=o.stride(1), stride_oh=o.stride(2), stride_gb=o.stride(0),
+            stride_gt=o.stride(1), stride_sums=B * 3 * H * d, GRAIN=16, **fa.kernel_constants(d, d ** -0.5))
+for kernel, wanted in ((fa._tuned_head, {"DQKV", "SCRATCH", "SUMS"}), (fa._tuned_backward, {"DQKV", "SUMS"})):
+    found = analyse(kernel, args, {})
+    written = {dep.name for dep in found.read_writes.writes} if hasattr(found, "read_writes") else set(found)
+    assert written == wanted, (kernel.fn.__name__, sorted(written))
+print("ok")
+"""
+
+
+def test_compile_sees_that_the_backward_writes_only_its_outputs():
+    """torch.compile's analysis of a user Triton kernel (which tensors it writes) finds only dqkv, the scratch and
+    the token sums written by the backward kernels: were q, k, v, o or dO taken for written, compiled training would
+    copy each of them before every backward, and a leaf qkv would be refused."""
+    pytest.importorskip("triton")
+    done = subprocess.run([sys.executable, "-c", _WRITES], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.startswith("ok"), done.stderr[-2000:]
+
+
 def test_split_width_covers_the_head_in_tiles_a_tensor_core_takes():
     assert flash_attention.split_width(72) == (64, 16)  # DiT-XL/2: 80 columns of work, not 128
     assert flash_attention.split_width(64) == (64, 0)
