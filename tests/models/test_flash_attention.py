@@ -205,6 +205,9 @@ def test_on_for_training_on_hopper_and_plain_off_cuda():
     assert out.shape == (2, 5, 2, 16) and torch.allclose(out, want.transpose(1, 2), atol=1e-5)
     out.sum().backward()
     assert qkv.grad is not None
+    with pytest.raises(ValueError, match="takes_bias_grad"):  # no kernels, no token sums for a detached bias
+        flash_attention.attention(qkv, bias=torch.zeros(3 * 2 * 16, requires_grad=True))
+    assert not flash_attention.takes_bias_grad(torch.randn(2, 5, 32), torch.nn.Linear(32, 96), 16)
 
 
 @cuda

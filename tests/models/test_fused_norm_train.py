@@ -148,6 +148,16 @@ def test_on_by_default_and_plain_off_cuda():
     assert x.grad is not None
 
 
+def test_a_bias_gradient_is_refused_where_the_kernels_cannot_give_it():
+    """Off the training kernels the pass cannot hand a detached bias its gradient: it says so instead of dropping it,
+    and ``takes_bias_grad`` (what the blocks ask before detaching) is False there."""
+    x, y = torch.randn(2, 4, 8, requires_grad=True), torch.randn(2, 4, 8)
+    gate, shift, scale, bias = torch.randn(2, 8), torch.randn(2, 8), torch.randn(2, 8), torch.zeros(8, requires_grad=True)
+    assert not fused_norm_train.takes_bias_grad(x)
+    with pytest.raises(ValueError, match="takes_bias_grad"):
+        fused_norm_train.add_norm_modulate(x, y, gate, shift, scale, 1e-6, bias)
+
+
 def test_chunks_give_every_program_enough_rows():
     assert fused_norm_train.chunks_per_sample(128, 256, 8) == 4  # 512 programs for DiT-XL/2's b128
     assert fused_norm_train.chunks_per_sample(1024, 256, 8) == 1
