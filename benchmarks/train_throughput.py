@@ -33,8 +33,8 @@ SDPA where the library's default puts them (``enabled = "auto"``: Hopper, power-
 72-wide heads stay on SDPA; CPU: as the row above); ``+bias grads in kernels``: that row with the bias gradients of qkv, proj and fc2
 summed inside the kernels that already read their output gradients (the attention backward, the norm
 backward) instead of separate reductions (the library's default; the rows above turn
-it off); ``+cudnn forward, head backward``: that row with the attention's forward through cuDNN and its
-backward one program per head (``flash_attention.arrangement``), the kernels on for every head width; ``+data from host
+it off); ``+triton forward, blocks backward``: that row with the attention's Triton forward and its backward one
+program per (block, head) (``flash_attention.arrangement``), the kernels on for every head width; ``+data from host
 memory`` /
 ``+data on the GPU``: the ``+gelu epilogues`` row fed by the training loop's own source (``MemorySource``) over
 50,000 precomputed fp16 latents, each batch copied from host memory, or gathered on the GPU where the source
@@ -118,9 +118,9 @@ LADDER: dict[str, Variant] = {v.name: v for v in [
             sm90=True, triton_attention=True),
     Variant("+bias grads in kernels", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True,
             sm90=True, triton_attention=True, bias_grads=True),
-    Variant("+cudnn forward, head backward", "bf16", compile="model", residual="bf16", gelu_epilogues=True,
+    Variant("+triton forward, blocks backward", "bf16", compile="model", residual="bf16", gelu_epilogues=True,
             fused_norm=True, sm90=True, triton_attention=True, bias_grads=True,
-            attention_arrangement=("cudnn", "head")),
+            attention_arrangement=("triton", "blocks")),
     Variant("+sm90 gemms and cuda graphs", "bf16", compile="model", mode="reduce-overhead", residual="bf16",
             gelu_epilogues=True, fused_norm=True, sm90=True),
     Variant("+cuda graphs", "bf16", compile="model", mode="reduce-overhead", residual="bf16", gelu_epilogues=True,

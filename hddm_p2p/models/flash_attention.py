@@ -21,8 +21,8 @@ backward, both without atomics, suit short sequences:
   dQ of query block j over every key block (seven products per pair, no scratch).
 
 The forward is cuDNN's own kernel, asked for the log-sum-exp, or the Triton forward, which reads the packed
-projection and writes o as (B, T, H·d). By default (``arrangement``) heads of a power-of-two width take cuDNN's
-forward and the per-head backward on Hopper, others the Triton forward and the per-block backward.
+projection and writes o as (B, T, H·d). By default (``arrangement``) the forward is cuDNN's on Hopper, and the
+backward per head for heads of a power-of-two width, per block otherwise.
 
 ``enabled`` is the switch: by default on for training on Hopper GPUs with heads of a power-of-two width, where
 it was measured faster than SDPA; sampling keeps SDPA. ``attention`` is what the model calls: these kernels where
@@ -48,7 +48,7 @@ enabled: bool | str = "auto"  # "auto": on Hopper GPUs (sm_90) for power-of-two 
                               # faster than SDPA (runs 38, 41); True: any CUDA GPU, any width 16-256; False:
                               # self-attention always through SDPA (the benchmarks compare the two)
 forward_backend: str = "auto"  # the forward: "cudnn" (SDPA's cuDNN kernel, asked for its log-sum-exp), "triton",
-                               # or "auto": cuDNN on Hopper and newer for power-of-two head widths, else Triton
+                               # or "auto": cuDNN on Hopper and newer (where it was measured faster), else Triton
 backward: str = "auto"  # "head": one program per head, dQ summed in fp32 scratch | "blocks": one per (block, head)
                         # | "auto": "head" for power-of-two head widths, else "blocks" (``arrangement``)
 bias_grads: bool = True  # the qkv projection's bias takes its gradient from the backward's token sums
@@ -93,16 +93,12 @@ def cudnn_forward_on(device: torch.device) -> bool:
 
 def arrangement(d: int, device: torch.device) -> tuple[bool, bool]:
     """(cuDNN's forward, the per-head backward) for heads of width d on ``device``, from ``forward_backend`` and
-    ``backward``. "auto" picks by what was measured on an H200 (docs/benchmarks.md):
-    - d a power of two (DiT-B/2's 64): cuDNN's forward and the per-head backward (run 38, 46.9 % MFU);
-    - otherwise (DiT-XL/2's 72 = 64 + 16): the Triton forward, which writes o in the token layout (cuDNN's o needed
-      a 3 ms copy per step), and the per-(block, head) backward: the per-head kernel spills registers in every
-      config at d = 72 and took 32.4 ms per step against 22.9 ms (runs 37 and 39)."""
+    ``backward``. "auto" picks by what was measured on an H200 (docs/benchmarks.md): cuDNN's forward on Hopper
+    (5.1 ms per DiT-XL/2 step against 6.4 ms for the Triton one, runs 39–40); the per-head backward for a
+    power-of-two d (DiT-B/2's 64: run 38, 46.9 % MFU), else the per-(block, head) one: at d = 72 the per-head
+    kernel spills registers in every config and took 33.1 ms per step against 30.7 ms (runs 39, 40)."""
     power_of_two = d & (d - 1) == 0
-    if forward_backend == "auto":
-        cudnn = power_of_two and cudnn_forward_on(device)
-    else:
-        cudnn = forward_backend == "cudnn"
+    cudnn = cudnn_forward_on(device) if forward_backend == "auto" else forward_backend == "cudnn"
     per_head = power_of_two if backward == "auto" else backward == "head"
     return cudnn and d % 8 == 0 and d <= 128, per_head  # head widths cuDNN's forward takes
 

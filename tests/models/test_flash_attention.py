@@ -196,7 +196,8 @@ def test_on_for_training_on_hopper_and_plain_off_cuda():
     assert flash_attention.enabled == "auto" and not flash_attention.usable(qkv)
     assert not flash_attention.hopper(torch.device("cpu"))
     assert not flash_attention.cudnn_forward_on(torch.device("cpu"))
-    # by default: the per-head backward for power-of-two head widths, the per-block one for 72 = 64 + 16
+    # by default: the per-head backward for power-of-two head widths, the per-block one for 72 = 64 + 16 (and
+    # off Hopper, cuDNN's forward nowhere)
     assert flash_attention.arrangement(64, torch.device("cpu")) == (False, True)
     assert flash_attention.arrangement(72, torch.device("cpu")) == (False, False)
     out = flash_attention.attention(qkv)
