@@ -65,7 +65,7 @@ def time_row(batch: int, tokens: int, heads: int, width: int, real: int, backend
     step = triton_step if triton else attention_step
     flash_attention.enabled = triton
     flash_attention.backward = "blocks" if backend == "triton-blocks" else "head"
-    flash_attention.forward_backend = "cudnn" if device.type == "cuda" else "triton"  # as the docstring says
+    flash_attention.forward_backend = "cudnn" if device.type == "cuda" else "triton"  # cuDNN's, then the Triton backward
     try:
         with attention_backend("auto" if triton else backend):
             t = median_time(lambda: step(qkv, grad, real ** -0.5), iters, device, warmup=3)

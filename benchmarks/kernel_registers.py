@@ -28,7 +28,7 @@ KERNELS = {  # name: (kernel, its autotuning configs, pointer arguments and thei
               "SUMS": "fp32"}),
     "blocks": ("_flash_backward_kernel", "_BACKWARD_CONFIGS",
                {"QKV": "bf16", "O": "bf16", "DO": "bf16", "LSE": "fp32", "DQKV": "bf16", "SCRATCH": "fp32",
-              "SUMS": "fp32"}),
+                "SUMS": "fp32"}),
 }
 
 
@@ -41,7 +41,7 @@ def compile_kernel(name: str, config, tokens: int, d: int, sm: int):
     fn_name, configs, pointers = KERNELS[name]
     fn = getattr(flash_attention, fn_name)
     values = {"T": tokens, "d": d, **flash_attention.kernel_constants(d, d ** -0.5), **config.kwargs}
-    if "SUMS" in pointers:  # the backward kernels' grain of token sums, as ``launch_backward`` gives it
+    if "SUMS" in pointers:  # with the token sums (a bias to train), at the grain ``launch_backward`` gives
         values["GRAIN"] = min(min(c.kwargs["BLOCK"], c.kwargs["STEP"]) for c in getattr(flash_attention, configs))
     signature, constexprs, attrs = {}, {}, {}
     for i, arg in enumerate(fn.arg_names):
