@@ -42,7 +42,7 @@ def compile_kernel(name: str, config, tokens: int, d: int, sm: int):
     fn = getattr(flash_attention, fn_name)
     values = {"T": tokens, "d": d, **flash_attention.kernel_constants(d, d ** -0.5), **config.kwargs}
     if "SUMS" in pointers:  # with the token sums (a bias to train), at the grain ``launch_backward`` gives
-        values["GRAIN"] = min(min(c.kwargs["BLOCK"], c.kwargs["STEP"]) for c in getattr(flash_attention, configs))
+        values["GRAIN"] = flash_attention.smallest_span(getattr(flash_attention, configs))
     signature, constexprs, attrs = {}, {}, {}
     for i, arg in enumerate(fn.arg_names):
         if arg in values:

@@ -169,8 +169,8 @@ def _time_training(arch: str, batch: int, steps: int, warmup: int, device: torch
     Mlp.fused_gelu_training = v.gelu_epilogues
     fused_norm_train.enabled = v.fused_norm and device.type == "cuda"
     sm90_gemm.enabled = v.sm90 and device.type == "cuda"
-    flash_attention.enabled = False if not (v.triton_attention and device.type == "cuda") else (
-        True if v.attention_arrangement != ("auto", "auto") else "auto")
+    forced = v.attention_arrangement != ("auto", "auto")  # a named arrangement runs at every head width
+    flash_attention.enabled = v.triton_attention and device.type == "cuda" and (True if forced else "auto")
     fused_norm_train.bias_grads = flash_attention.bias_grads = v.bias_grads
     flash_attention.forward_backend, flash_attention.backward = v.attention_arrangement
     torch.backends.cudnn.allow_tf32 = v.dtype != "fp32"

@@ -472,7 +472,8 @@ if triton is not None:
             scratch = lse  # never read
             grid = lambda meta: (triton.cdiv(T, meta["BLOCK"]), B * H)  # noqa: E731
         if sums:
-            grain = grain or (min(meta["BLOCK"], meta["STEP"]) if "BLOCK" in meta else smallest_span(kernel))
+            configs = getattr(getattr(kernel, "kernel", kernel), "configs", None)  # through wrap_triton's wrapper
+            grain = grain or (min(meta["BLOCK"], meta["STEP"]) if "BLOCK" in meta else smallest_span(configs))
         else:
             grain = 0
         token_sums = torch.empty(triton.cdiv(T, grain) if grain else 0, B, 3, H, d, dtype=torch.float32,
@@ -482,10 +483,8 @@ if triton is not None:
                      **constants, GRAIN=grain, **meta)
         return dqkv, token_sums
 
-    def smallest_span(kernel) -> int:
-        """The smallest BLOCK or STEP among a backward kernel's autotuning configs (through ``wrap_triton``'s
-        wrapper too): the grain of its token sums."""
-        configs = getattr(getattr(kernel, "kernel", kernel), "configs", None)
+    def smallest_span(configs) -> int:
+        """The smallest BLOCK or STEP among a backward kernel's autotuning configs: the grain of its token sums."""
         if not configs:
             raise ValueError("pass BLOCK and STEP for a kernel that is not autotuned")
         return min(min(c.kwargs["BLOCK"], c.kwargs["STEP"]) for c in configs)

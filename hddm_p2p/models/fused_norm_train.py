@@ -51,8 +51,8 @@ def usable(x: Tensor) -> bool:
 
 def takes_bias_grad(x: Tensor) -> bool:
     """Whether a pass over the residual stream x takes the training kernels, so that it can hand the bias inside
-    its y the gradient (``add_norm_modulate``'s ``bias``): ``usable`` while training."""
-    return bias_grads and usable(x) and torch.is_grad_enabled()
+    its y the gradient (``add_norm_modulate``'s ``bias``): ``bias_grads`` and ``usable`` (which needs grad mode)."""
+    return bias_grads and usable(x)
 
 
 def add_norm_modulate(x: Tensor, y: Tensor | None, gate: Tensor | None, shift: Tensor, scale: Tensor,
@@ -63,7 +63,7 @@ def add_norm_modulate(x: Tensor, y: Tensor | None, gate: Tensor | None, shift: T
     ``bias``: the bias already added inside y by a linear layer that ran with it detached; its gradient comes
     from here. Only where ``takes_bias_grad(x)``, which the caller asks before making y."""
     tensors = (x, shift, scale) if y is None else (x, y, gate, shift, scale)
-    if not (usable(x) and fused_norm.records_grad(*tensors, *([] if bias is None else [bias]))):
+    if not (usable(x) and fused_norm.records_grad(*tensors, *(() if bias is None else (bias,)))):
         if bias is not None:
             raise ValueError("a bias's gradient needs the training kernels: ask takes_bias_grad(x) first")
         return fused_norm.add_norm_modulate(x, y, gate, shift, scale, eps)
