@@ -34,7 +34,9 @@ SDPA where the library's default puts them (``enabled = "auto"``: Hopper, power-
 summed inside the kernels that already read their output gradients (the attention backward, the norm
 backward) instead of separate reductions (the library's default; the rows above turn
 it off); ``+triton forward, blocks backward``: that row with the attention's Triton forward and its backward one
-program per (block, head) (``flash_attention.arrangement``), the kernels on for every head width; ``+data from host
+program per (block, head) (``flash_attention.arrangement``), the kernels on for every head width; ``+norm sums
+kernel`` / ``+bias grads and norm sums kernel``: the ``+sm90 gemms`` / ``+bias grads in kernels`` row with the norm
+passes' per-sample sums added up by a kernel of ours (``fused_norm_train.sums_kernel``); ``+data from host
 memory`` /
 ``+data on the GPU``: the ``+gelu epilogues`` row fed by the training loop's own source (``MemorySource``) over
 50,000 precomputed fp16 latents, each batch copied from host memory, or gathered on the GPU where the source
@@ -89,6 +91,8 @@ class Variant:
                                    # their output gradients (``bias_grads`` of fused_norm_train and flash_attention)
                                    # instead of separate reductions
     attention_arrangement: tuple = ("auto", "auto")  # ``flash_attention``'s (forward_backend, backward)
+    sums_kernel: bool = False      # the norm passes' per-sample sums added up by a kernel of ours
+                                   # (``fused_norm_train.sums_kernel``), not by inductor's code
     step_graph: bool = False       # the whole step (forward, backward, clipping, AdamW, EMA) as one CUDA graph
     data: str = "synthetic"        # "synthetic": one latent batch on the GPU | "host" / "resident": batches drawn
                                    # by the training loop's ``MemorySource`` from 50,000 fp16 latents in host memory
@@ -121,6 +125,10 @@ LADDER: dict[str, Variant] = {v.name: v for v in [
     Variant("+triton forward, blocks backward", "bf16", compile="model", residual="bf16", gelu_epilogues=True,
             fused_norm=True, sm90=True, triton_attention=True, bias_grads=True,
             attention_arrangement=("triton", "blocks")),
+    Variant("+norm sums kernel", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True,
+            sm90=True, sums_kernel=True),
+    Variant("+bias grads and norm sums kernel", "bf16", compile="model", residual="bf16", gelu_epilogues=True,
+            fused_norm=True, sm90=True, triton_attention=True, bias_grads=True, sums_kernel=True),
     Variant("+sm90 gemms and cuda graphs", "bf16", compile="model", mode="reduce-overhead", residual="bf16",
             gelu_epilogues=True, fused_norm=True, sm90=True),
     Variant("+cuda graphs", "bf16", compile="model", mode="reduce-overhead", residual="bf16", gelu_epilogues=True,
@@ -172,6 +180,7 @@ def _time_training(arch: str, batch: int, steps: int, warmup: int, device: torch
     forced = v.attention_arrangement != ("auto", "auto")  # a named arrangement runs at every head width
     flash_attention.enabled = v.triton_attention and device.type == "cuda" and (True if forced else "auto")
     fused_norm_train.bias_grads = flash_attention.bias_grads = v.bias_grads
+    fused_norm_train.sums_kernel = v.sums_kernel
     flash_attention.forward_backend, flash_attention.backward = v.attention_arrangement
     torch.backends.cudnn.allow_tf32 = v.dtype != "fp32"
     torch.manual_seed(0)

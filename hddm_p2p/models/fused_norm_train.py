@@ -21,7 +21,11 @@ The forward is ``fused_norm``'s kernel, which also stores μ and σ⁻¹ (fp32, 
 one Triton kernel: each program takes a run of token rows of one sample, writes dx and dy row by row and
 keeps the per-sample column sums in registers, written once per program and summed over programs
 afterwards. It reads dh, dx'₀, x' and y once and writes dx and dy once; inductor's own backward of the
-same graph reads them several times (the row statistics, then the per-sample sums).
+same graph reads them several times (the row statistics, then the per-sample sums). With ``sums_kernel`` a second
+small kernel adds up the programs' partial sums per sample. Otherwise inductor's code does it, and inductor is free
+to fuse that into the reduction over the batch that follows (the scale_shift_table's gradient). Whether that fused
+kernel is the 2.7 ms ``triton_red_fused__to_copy_add_select_stack_sum_view`` of a DiT-XL/2 step (runs 15-40) is
+not yet measured.
 
 ``enabled`` is on by default. On one H200 (2026-12-01 runs 15 and 16, ``benchmarks/train_throughput.py``, row
 ``+fused norm``) it took a compiled bf16 training step from 44.2 % to 46.8 % MFU at DiT-XL/2 batch 128 and
@@ -40,6 +44,8 @@ triton = fused_norm.triton
 
 enabled: bool = True  # training on CUDA takes the fused forward + backward kernels
 bias_grads: bool = True  # with them, the passes after proj and fc2 give those layers' biases their gradients
+sums_kernel: bool = False  # the programs' partial per-sample sums added up by a kernel of ours, not by inductor's
+                           # code (which it may fuse into the reduction over the batch after it; unmeasured)
 
 
 def usable(x: Tensor) -> bool:
@@ -169,11 +175,52 @@ if triton is not None:
 
     _tuned_backward = triton.autotune(configs=_CONFIGS, key=["D", "HAS_ADD"])(_norm_modulate_backward_kernel)
 
+    @triton.jit
+    def _sample_sums_kernel(PARTIAL, SHIFT, SCALE, GATE, DSUM, D, CHUNKS: tl.constexpr, HAS_ADD: tl.constexpr,
+                            BLOCK_D: tl.constexpr):
+        """One program per sample: its CHUNKS programs' partial sums, added in program order, stored in the
+        outputs' dtypes (the signals' for shift, scale and gate: no cast kernel after this one)."""
+        sample = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK_D)
+        col_ok = cols < D
+        shift = tl.zeros([BLOCK_D], dtype=tl.float32)
+        scale = tl.zeros([BLOCK_D], dtype=tl.float32)
+        gate = tl.zeros([BLOCK_D], dtype=tl.float32)
+        dsum = tl.zeros([BLOCK_D], dtype=tl.float32)
+        for chunk in range(CHUNKS):
+            partial = PARTIAL + (sample * CHUNKS + chunk) * 4 * D
+            shift += tl.load(partial + cols, mask=col_ok, other=0.0)
+            scale += tl.load(partial + D + cols, mask=col_ok, other=0.0)
+            if HAS_ADD:
+                gate += tl.load(partial + 2 * D + cols, mask=col_ok, other=0.0)
+                dsum += tl.load(partial + 3 * D + cols, mask=col_ok, other=0.0)
+        out = sample * D + cols
+        tl.store(SHIFT + out, shift.to(SHIFT.dtype.element_ty), mask=col_ok)
+        tl.store(SCALE + out, scale.to(SCALE.dtype.element_ty), mask=col_ok)
+        if HAS_ADD:
+            tl.store(GATE + out, gate.to(GATE.dtype.element_ty), mask=col_ok)
+            tl.store(DSUM + out, dsum, mask=col_ok)
+
+    def _sample_sums(partial: Tensor, dtypes: tuple[torch.dtype, ...], kernel=None) -> tuple[Tensor, ...]:
+        """(Σ shift, Σ scale[, Σ gate, Σ dx']), each (B, D), from the (B, chunks, 4, D) partial sums: in fp32 from
+        inductor's code, in ``dtypes`` (the signals' and fp32 for Σ dx') from ours (``sums_kernel``)."""
+        B, chunks, _, D = partial.shape
+        has_add = len(dtypes) == 4
+        if not sums_kernel:  # inductor's code: separate tensors, as an op's outputs may not alias
+            return tuple(partial[:, :, i].sum(1) for i in range(len(dtypes)))
+        sums = [torch.empty(B, D, dtype=dtype, device=partial.device) for dtype in dtypes]
+        gate, dsum = sums[2:] if has_add else sums[:2]  # unused without the add
+        (kernel or _sample_sums_kernel)[(B,)](partial, sums[0], sums[1], gate, dsum, D, CHUNKS=chunks,
+                                              HAS_ADD=has_add, BLOCK_D=triton.next_power_of_2(D))
+        return tuple(sums)
+
     def launch_backward(grad_h: Tensor, grad_x_out: Tensor | None, x_out: Tensor, y: Tensor | None,
                         gate: Tensor | None, scale: Tensor, mean: Tensor, rstd: Tensor, kernel=None,
-                        **meta) -> tuple[Tensor, ...]:
+                        sum_kernel=None, **meta) -> tuple[Tensor, ...]:
         """(dx, dy, dshift, dscale, dgate, Σ_T dx') with y (and grad_x_out, gate), else (dx, dshift, dscale);
-        the per-sample sums (B, D) in fp32. ``kernel``/``meta``: as ``fused_norm.launch``."""
+        the per-sample sums (B, D) in fp32 (with ``sums_kernel``: dshift and dscale in scale's dtype, dgate in
+        gate's). ``kernel``/``meta``: as ``fused_norm.launch``; ``sum_kernel``: the
+        kernel that adds up the partial sums where ``sums_kernel``."""
         B, T, D = x_out.shape
         has_add = y is not None
         grad_h, x_out = grad_h.contiguous(), x_out.contiguous()
@@ -192,11 +239,9 @@ if triton is not None:
                          gate if has_add else scale, scale, mean, rstd, dx, dy if has_add else dx, partial,
                          T, D, chunks, gate.stride(0) if has_add else 0, scale.stride(0),
                          RUN=rows_per_chunk, HAS_ADD=has_add, BLOCK_D=triton.next_power_of_2(D), **meta)
-        partial = partial.view(B, chunks, 4, D)
-        dshift, dscale = partial[:, :, 0].sum(1), partial[:, :, 1].sum(1)  # separate tensors: an op's
-        if has_add:                                                        # outputs may not alias
-            return dx, dy, dshift, dscale, partial[:, :, 2].sum(1), partial[:, :, 3].sum(1)
-        return dx, dshift, dscale
+        dtypes = (scale.dtype, scale.dtype) + ((gate.dtype, torch.float32) if has_add else ())
+        sums = _sample_sums(partial.view(B, chunks, 4, D), dtypes, sum_kernel)
+        return (dx, dy, *sums) if has_add else (dx, *sums)
 
     def _forward_kernel():
         return torch.library.wrap_triton(fused_norm._tuned_kernel)
@@ -216,10 +261,12 @@ if triton is not None:
                                     scale: Tensor, mean: Tensor, rstd: Tensor
                                     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         return launch_backward(grad_h, grad_x_out, x_out, y, gate, scale, mean, rstd,
-                               kernel=torch.library.wrap_triton(_tuned_backward))
+                               kernel=torch.library.wrap_triton(_tuned_backward),
+                               sum_kernel=torch.library.wrap_triton(_sample_sums_kernel))
 
     @torch.library.triton_op("hddm::norm_modulate_backward", mutates_args=())
     def _norm_modulate_backward(grad_h: Tensor, x: Tensor, scale: Tensor, mean: Tensor,
                                 rstd: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return launch_backward(grad_h, None, x, None, None, scale, mean, rstd,
-                               kernel=torch.library.wrap_triton(_tuned_backward))
+                               kernel=torch.library.wrap_triton(_tuned_backward),
+                               sum_kernel=torch.library.wrap_triton(_sample_sums_kernel))

@@ -56,3 +56,22 @@ def test_train_throughput_data_clip_and_graph_rows(tmp_path):
     assert "stay in host memory" in resident["error"]
     assert clip["mode"] == "+clip in the step" and clip["images_per_s"] > 0
     assert graphs["mode"] == "+cuda graphs" and graphs["images_per_s"] > 0
+
+
+def test_train_throughput_norm_sums_rows(tmp_path):
+    """The rows with the norm passes' sums added by our kernel run (on the CPU as the rows they build on, since the
+    fused norm kernels take CUDA tensors) and say which switch they set."""
+    import json
+    import os
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    import train_throughput
+
+    rows = ["+norm sums kernel", "+bias grads and norm sums kernel"]
+    assert all(train_throughput.LADDER[name].sums_kernel for name in rows)
+    log = tmp_path / "rows.jsonl"
+    out = subprocess.run([sys.executable, str(SCRIPT), "--arch", "tiny", "--batch", "2", "--steps", "1",
+                          "--warmup", "1", "--device", "cpu", "--variants", ",".join(rows), "--json", str(log)],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line)["mode"] for line in log.read_text().splitlines()] == rows

@@ -40,8 +40,15 @@ for D, T, B, rows in cases:
             assert (mean - ref_x.mean(-1).flatten()).abs().max() <= 1e-5
             ref_rstd = (ref_x.var(-1, unbiased=False).flatten() + eps).rsqrt()
             assert ((rstd - ref_rstd).abs() / rstd).max() <= 1e-5
-            grads = ft.launch_backward(g_h, g_x if add else None, x_out, yl if add else None, gate if add else None,
-                                       scale, mean, rstd, kernel=ft._norm_modulate_backward_kernel, ROWS=rows)
+            for ft.sums_kernel in (False, True):  # the per-sample sums added up by inductor's code, then ours
+                grads = ft.launch_backward(g_h, g_x if add else None, x_out, yl if add else None,
+                                           gate if add else None, scale, mean, rstd,
+                                           kernel=ft._norm_modulate_backward_kernel, ROWS=rows)
+                if not ft.sums_kernel:
+                    by_inductor = grads
+            assert len(grads) == len(by_inductor) == (6 if add else 3)
+            for ours, theirs in zip(grads, by_inductor):
+                assert (ours - theirs).abs().max() <= 1e-5 * theirs.abs().max(), (D, T, add)
         d_signals = torch.zeros_like(sl)
         if add:
             dx, dy, dshift, dscale, dgate, dsum = grads
@@ -58,6 +65,15 @@ for D, T, B, rows in cases:
             err = ((got - ref).abs().max() / ref.abs().max()).item()
             assert err <= 1e-5, (D, T, add, name, err)
             worst = max(worst, err)
+# our kernel stores the signals' sums in their dtype (bf16 signals: no cast kernels after it), Σ dx' in fp32
+partial = torch.randn(3, 5, 4, 72)
+ft.sums_kernel = True
+for dtypes in ((torch.bfloat16,) * 3 + (torch.float32,), (torch.float16, torch.float16)):
+    sums = ft._sample_sums(partial, dtypes)
+    assert [s.dtype for s in sums] == list(dtypes)
+    for i, s in enumerate(sums):
+        err = (s.float() - partial[:, :, i].sum(1)).abs().max()
+        assert err <= 1e-6 * partial.abs().max() if s.dtype == torch.float32 else err <= 1e-2 * partial.abs().max()
 print("ok", worst)
 """
 
@@ -121,6 +137,10 @@ for overrides, cond in (({}, None), (dict(condition="text", text_width=12, max_t
     else:
         assert calls == [False] * (2 * depth + 1), calls
     assert ((out - out_ref).norm() / out_ref.norm()).item() < 1e-5 and len(got) == len(ref)
+    ft.sums_kernel = True  # the per-sample sums added up by our kernel: the same gradients
+    _, summed = grads(model, cond, True)
+    ft.sums_kernel = False
+    assert all(((a - b).norm() <= 1e-6 * b.norm()).item() for a, b in zip(summed, got))
     worst = max([worst] + [((a - b).norm() / b.norm()).item() for a, b in zip(got, ref) if b.norm() > 0])
     assert worst < 1e-5, (overrides, worst)
 print("ok", worst)
