@@ -34,6 +34,8 @@ from pathlib import Path
 
 import torch
 
+Tensor = torch.Tensor
+
 
 @dataclass
 class Kernel:
@@ -88,23 +90,37 @@ def offline_hopper() -> None:
     scheduler.Scheduler.create_backend = backend_for
 
 
-def hopper_training_paths(attention: bool, bias_grads: bool, sums_kernel: bool) -> None:
+def hopper_training_paths(attention: bool, bias_grads: bool, sums_kernel: bool, fp32_weight_grads: bool) -> None:
     """The model's training kernels on (CPU) tensors, as on a Hopper GPU: the fused norm passes, the MLP's epilogue
     GEMMs, and with ``attention`` the Triton attention kernels at every head width; the switches of
-    ``fused_norm_train`` and ``flash_attention`` named after them."""
-    from hddm_p2p.models import flash_attention, fused_mlp, fused_norm_train, sm90_gemm
+    ``fused_norm_train``, ``flash_attention`` and ``weight_grads`` named after them."""
+    from hddm_p2p.models import flash_attention, fused_mlp, fused_norm_train, sm90_gemm, weight_grads
     from hddm_p2p.models.fused_norm import records_grad
 
     fused_norm_train.enabled, fused_norm_train.sums_kernel = True, sums_kernel
     fused_norm_train.usable = lambda x: x.dim() == 3 and torch.is_grad_enabled()
     fused_mlp.path = lambda fc1, fc2, x, sampling, training: "training" if records_grad(x, fc1.weight) else None
     sm90_gemm.enabled = True
+    weight_grads.enabled = fp32_weight_grads
+    weight_grads.matmul_fp32 = _gemm_fp32  # one GEMM, as cuBLAS's fp32 output on CUDA
     flash_attention.enabled = attention
     fused_norm_train.bias_grads = flash_attention.bias_grads = bias_grads
     if attention:
         flash_attention.runs = lambda device, dtype, d, grad: grad and dtype in (torch.bfloat16, torch.float16)
         flash_attention.takes_bias_grad = lambda x, layer, d: (
             bias_grads and layer.bias is not None and layer.bias.requires_grad and torch.is_grad_enabled())
+
+
+@torch.library.custom_op("hddm_offline::gemm_fp32", mutates_args=())
+def _gemm_fp32(a: Tensor, b: Tensor) -> Tensor:
+    """Stands in for ``torch.mm(a, b, out_dtype=torch.float32)``, which inductor lowers for CUDA tensors only: an
+    extern GEMM either way, with no Triton kernel of its own."""
+    return a.float() @ b.float()
+
+
+@_gemm_fp32.register_fake
+def _(a: Tensor, b: Tensor) -> Tensor:
+    return a.new_empty(a.shape[0], b.shape[1], dtype=torch.float32)
 
 
 def lower_training_step(arch: str, batch: int, debug_dir: Path) -> dict[str, str]:
@@ -172,18 +188,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--attention", action="store_true", help="the Triton attention kernels (else SDPA)")
     ap.add_argument("--bias-grads", action="store_true", help="bias gradients from the kernels' sums")
     ap.add_argument("--sums-kernel", action="store_true", help="the norm passes' per-sample sums added by our kernel")
+    ap.add_argument("--fp32-weight-grads", action="store_true", help="weight gradients from the GEMMs in fp32")
     ap.add_argument("--source", metavar="NAME", help="also print the Triton source of kernels whose name has NAME")
     ap.add_argument("--keep", type=Path, help="keep inductor's debug files (graphs, IR, code) here")
     args = ap.parse_args(argv)
     offline_hopper()
-    hopper_training_paths(args.attention, args.bias_grads, args.sums_kernel)
+    hopper_training_paths(args.attention, args.bias_grads, args.sums_kernel, args.fp32_weight_grads)
     with tempfile.TemporaryDirectory() as tmp:
         codes = lower_training_step(args.arch, args.batch, args.keep or Path(tmp))
     if set(codes) != {"forward", "backward"}:
         sys.exit(f"error: inductor wrote code for {sorted(codes) or 'no graph'}; run with --keep DIR to see why")
     print(f"{args.arch}, batch {args.batch}: inductor's kernels per training step "
           f"(attention: {'Triton' if args.attention else 'SDPA'}, bias grads in kernels: {args.bias_grads}, "
-          f"norm sums kernel: {args.sums_kernel})")
+          f"norm sums kernel: {args.sums_kernel}, fp32 weight grads: {args.fp32_weight_grads})")
     for kind in ("forward", "backward"):
         found = kernels(codes[kind])
         print(f"--- {kind}: {len(found)} kernels, {sum(k.calls for k in found)} launches")

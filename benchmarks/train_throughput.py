@@ -36,7 +36,9 @@ backward) instead of separate reductions (the library's default; the rows above 
 it off); ``+triton forward, blocks backward``: that row with the attention's Triton forward and its backward one
 program per (block, head) (``flash_attention.arrangement``), the kernels on for every head width; ``+norm sums
 kernel`` / ``+bias grads and norm sums kernel``: the ``+sm90 gemms`` / ``+bias grads in kernels`` row with the norm
-passes' per-sample sums added up by a kernel of ours (``fused_norm_train.sums_kernel``); ``+data from host
+passes' per-sample sums added up by a kernel of ours (``fused_norm_train.sums_kernel``); ``+fp32 weight grads``
+(``+norm sums kernel and fp32 weight grads``): the ``+sm90 gemms`` (``+norm sums kernel``) row with every linear
+layer's weight gradient written by its GEMM in fp32 (``hddm_p2p.models.weight_grads``); ``+data from host
 memory`` /
 ``+data on the GPU``: the ``+gelu epilogues`` row fed by the training loop's own source (``MemorySource``) over
 50,000 precomputed fp16 latents, each batch copied from host memory, or gathered on the GPU where the source
@@ -60,7 +62,7 @@ from contextlib import nullcontext
 import torch
 from _common import attention_backend, fresh_compiles, kernel_breakdown, peak_tflops
 
-from hddm_p2p.models import build_dit, flash_attention, fused_norm_train, get_preset, sm90_gemm
+from hddm_p2p.models import build_dit, flash_attention, fused_norm_train, get_preset, sm90_gemm, weight_grads
 from hddm_p2p.train.data import InMemoryData, MemorySource
 from hddm_p2p.models.flops import dit_flops
 from hddm_p2p.models.layers import Mlp
@@ -93,6 +95,8 @@ class Variant:
     attention_arrangement: tuple = ("auto", "auto")  # ``flash_attention``'s (forward_backend, backward)
     sums_kernel: bool = False      # the norm passes' per-sample sums added up by a kernel of ours
                                    # (``fused_norm_train.sums_kernel``), not by inductor's code
+    fp32_weight_grads: bool = False  # the linear layers' weight gradients written by their GEMMs in fp32
+                                     # (``weight_grads.enabled``), not cast from bf16 by a kernel after them
     step_graph: bool = False       # the whole step (forward, backward, clipping, AdamW, EMA) as one CUDA graph
     data: str = "synthetic"        # "synthetic": one latent batch on the GPU | "host" / "resident": batches drawn
                                    # by the training loop's ``MemorySource`` from 50,000 fp16 latents in host memory
@@ -127,6 +131,10 @@ LADDER: dict[str, Variant] = {v.name: v for v in [
             attention_arrangement=("triton", "blocks")),
     Variant("+norm sums kernel", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True,
             sm90=True, sums_kernel=True),
+    Variant("+fp32 weight grads", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True,
+            sm90=True, fp32_weight_grads=True),
+    Variant("+norm sums kernel and fp32 weight grads", "bf16", compile="model", residual="bf16",
+            gelu_epilogues=True, fused_norm=True, sm90=True, sums_kernel=True, fp32_weight_grads=True),
     Variant("+bias grads and norm sums kernel", "bf16", compile="model", residual="bf16", gelu_epilogues=True,
             fused_norm=True, sm90=True, triton_attention=True, bias_grads=True, sums_kernel=True),
     Variant("+sm90 gemms and cuda graphs", "bf16", compile="model", mode="reduce-overhead", residual="bf16",
@@ -181,6 +189,7 @@ def _time_training(arch: str, batch: int, steps: int, warmup: int, device: torch
     flash_attention.enabled = v.triton_attention and device.type == "cuda" and (True if forced else "auto")
     fused_norm_train.bias_grads = flash_attention.bias_grads = v.bias_grads
     fused_norm_train.sums_kernel = v.sums_kernel
+    weight_grads.enabled = v.fp32_weight_grads
     flash_attention.forward_backend, flash_attention.backward = v.attention_arrangement
     torch.backends.cudnn.allow_tf32 = v.dtype != "fp32"
     torch.manual_seed(0)

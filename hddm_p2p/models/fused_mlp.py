@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hddm_p2p.models import cublaslt, sm90_gemm
+from hddm_p2p.models import cublaslt, sm90_gemm, weight_grads
 from hddm_p2p.models.fused_norm import records_grad
 
 Tensor = torch.Tensor
@@ -65,6 +65,9 @@ def linear(layer: nn.Linear, x: Tensor, bias_grad: bool = True) -> Tensor:
     """``layer(x)``; with ``cublaslt.sampling``, sampling on CUDA takes cuBLASLt's measured algorithm.
     ``bias_grad=False``: the bias is added detached, its gradient left to the caller (a later kernel that sums
     the output's gradient over the tokens anyway)."""
+    if weight_grads.usable(x, layer.weight):
+        bias = layer.bias if bias_grad or layer.bias is None else layer.bias.detach()
+        return weight_grads.linear(x, layer.weight, bias)
     if not bias_grad and layer.bias is not None:
         return torch.nn.functional.linear(x, layer.weight, layer.bias.detach())
     wanted = cublaslt.sampling or (sm90_gemm.enabled and sm90_gemm.plain)
@@ -78,28 +81,41 @@ def linear(layer: nn.Linear, x: Tensor, bias_grad: bool = True) -> Tensor:
 class _FusedMlp(torch.autograd.Function):
     """(M, K) → (M, K') through fc1 (GELU_AUX_BIAS epilogue) and fc2; backward with DGELU. fc1's bias gradient is
     a plain sum: summed in a CUTLASS epilogue (a column reduction) the GEMM took 0.19 ms longer per call on an
-    H200, more than the sum costs (2026-12-01 run 39)."""
+    H200, more than the sum costs (2026-12-01 run 39).
+
+    The parameters come in as the caller has them. The function casts them to ``dtype``, the input's dtype. With
+    fp32 parameters (``weight_grads.enabled``) it returns their gradients in fp32 from the GEMMs themselves. With
+    half ones, as before, it returns half gradients."""
 
     @staticmethod
     def forward(ctx, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
-        h, pre = cublaslt.linear_gelu_aux(x, w1, b1)
-        ctx.save_for_backward(x, w1, w2, h, pre)
-        return torch.addmm(b2, h, w2.t())
+        w1h, b1h, w2h, b2h = (p.to(x.dtype) for p in (w1, b1, w2, b2))
+        h, pre = cublaslt.linear_gelu_aux(x, w1h, b1h)
+        ctx.save_for_backward(x, w1h, w2h, h, pre)
+        ctx.fp32 = w1.dtype == torch.float32
+        return torch.addmm(b2h, h, w2h.t())
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, w1, w2, h, pre = ctx.saved_tensors
         grad = grad.contiguous()
         grad_pre = cublaslt.matmul_dgelu(grad, w2, pre)
-        grad_b2 = grad.sum(0) if ctx.needs_input_grad[4] else None  # None: the caller sums it (``training``)
-        return grad_pre @ w1, grad_pre.t() @ x, grad_pre.sum(0), grad.t() @ h, grad_b2
+        if ctx.fp32:
+            w_grad, b_grad = weight_grads.weight_grad, weight_grads.bias_grad
+        else:
+            w_grad, b_grad = (lambda g, a: g.t() @ a), (lambda g: g.sum(0))
+        grad_b2 = b_grad(grad) if ctx.needs_input_grad[4] else None  # None: the caller sums it (``training``)
+        return grad_pre @ w1, w_grad(grad_pre, x), b_grad(grad_pre), w_grad(grad, h), grad_b2
 
 
 def training(fc1: nn.Linear, fc2: nn.Linear, x: Tensor, bias_grad: bool = True) -> Tensor:
-    """The MLP through ``_FusedMlp``; ``bias_grad=False``: fc2's bias detached (as ``linear``)."""
+    """The MLP through ``_FusedMlp``; ``bias_grad=False``: fc2's bias detached (as ``linear``). The parameters go in
+    as fp32 where ``weight_grads.usable`` (their gradients then come out of the GEMMs in fp32), else cast first."""
     dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
     b2 = fc2.bias if bias_grad else fc2.bias.detach()
-    params = [p.to(dtype) for p in (fc1.weight, fc1.bias, fc2.weight, b2)]
+    params = (fc1.weight, fc1.bias, fc2.weight, b2)
+    if not weight_grads.usable(x, fc1.weight):
+        params = tuple(p.to(dtype) for p in params)
     with torch.autocast("cuda", enabled=False):
         out = _FusedMlp.apply(x.reshape(-1, x.shape[-1]).to(dtype).contiguous(), *params)
     return out.view(*x.shape[:-1], out.shape[-1])

@@ -114,7 +114,7 @@ class Mlp(nn.Module):
             return fused_mlp.sampling(self.fc1, self.fc2, x)
         if kind == "training":
             return fused_mlp.training(self.fc1, self.fc2, x, bias_grad)
-        return linear(self.fc2, self.act(self.fc1(x)), bias_grad)
+        return linear(self.fc2, self.act(linear(self.fc1, x)), bias_grad)
 
     def hidden(self, x: Tensor) -> Tensor:
         """GELU(fc1(x)), fc2's input: one matmul with the GELU epilogue when sampling on CUDA."""

@@ -11,6 +11,12 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "inductor_kernels.py"
 
 
+def _launches(lines: list[str], fragment: str) -> int:
+    """Launches per step of the listed kernels whose name has ``fragment``."""
+    return sum(int(line.split()[0]) for line in lines if line.split()[-1:] and fragment in line.split()[-1]
+               and line.split()[0].isdigit())
+
+
 def _listing(*flags: str) -> dict[str, list[str]]:
     out = subprocess.run([sys.executable, str(SCRIPT), "--arch", "tiny", "--batch", "2", *flags],
                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -38,3 +44,13 @@ def test_the_training_kernels_are_listed_and_inductor_copies_nothing_for_them():
         assert kernel in backward, kernel
     for graph in graphs.values():
         assert graph[-1] == "copies for no op of the model: none", graph[-1]
+
+
+def test_fp32_weight_grads_drop_the_weight_gradient_casts():
+    """With the weight gradients written by the GEMMs in fp32 the backward has no kernel casting them: the tiny
+    DiT's two blocks drop at least qkv's, proj's, fc1's and fc2's casts (4 per block)."""
+    pytest.importorskip("triton")
+    flags = ("--attention", "--bias-grads", "--sums-kernel")
+    before = _launches(_listing(*flags)["backward"], "_to_copy")
+    after = _launches(_listing(*flags, "--fp32-weight-grads")["backward"], "_to_copy")
+    assert after <= before - 4 * 2, (before, after)

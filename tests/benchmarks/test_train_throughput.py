@@ -58,17 +58,18 @@ def test_train_throughput_data_clip_and_graph_rows(tmp_path):
     assert graphs["mode"] == "+cuda graphs" and graphs["images_per_s"] > 0
 
 
-def test_train_throughput_norm_sums_rows(tmp_path):
-    """The rows with the norm passes' sums added by our kernel run (on the CPU as the rows they build on, since the
-    fused norm kernels take CUDA tensors) and say which switch they set."""
+def test_train_throughput_norm_sums_and_weight_grad_rows(tmp_path):
+    """The rows with the norm passes' sums added by our kernel (on the CPU as the rows they build on, since the
+    fused norm kernels take CUDA tensors) and the fp32 weight gradients run, and say which switches they set."""
     import json
     import os
 
     sys.path.insert(0, str(SCRIPT.parent))
     import train_throughput
 
-    rows = ["+norm sums kernel", "+bias grads and norm sums kernel"]
+    rows = ["+norm sums kernel", "+bias grads and norm sums kernel", "+norm sums kernel and fp32 weight grads"]
     assert all(train_throughput.LADDER[name].sums_kernel for name in rows)
+    assert train_throughput.LADDER[rows[-1]].fp32_weight_grads
     log = tmp_path / "rows.jsonl"
     out = subprocess.run([sys.executable, str(SCRIPT), "--arch", "tiny", "--batch", "2", "--steps", "1",
                           "--warmup", "1", "--device", "cpu", "--variants", ",".join(rows), "--json", str(log)],
