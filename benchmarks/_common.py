@@ -76,22 +76,65 @@ def attention_backend(name: str):
                         "efficient": SDPBackend.EFFICIENT_ATTENTION}[name])
 
 
+def _linear_flops(x, w, *_):  # x (M, K) · w (N, K)ᵀ
+    return 2 * x[0] * x[1] * w[0]
+
+
+def _mm_flops(a, b, *_):  # a (M, K) · b (K, N)
+    return 2 * a[0] * a[1] * b[1]
+
+
+# The matmul ops a compiled step calls, and their FLOPs from the operands' shapes (2 per multiply-add).
+MATMUL_FLOPS = {"aten::mm": _mm_flops, "aten::addmm": lambda bias, a, b, *_: _mm_flops(a, b),
+                "hddm::linear_bias": _linear_flops, "hddm::linear_gelu": _linear_flops,
+                "hddm::linear_gelu_aux": _linear_flops, "hddm::linear_gated_residual": _linear_flops,
+                "hddm::matmul_dgelu": _mm_flops, "hddm::matmul_dgelu_bgrad": _mm_flops}
+
+
+def matmul_rows(averages, steps: int, peak: float | None, show: int = 12,
+                time_us=lambda a: a.device_time_total) -> list[str]:
+    """Per matmul op and operand shapes (profiler averages grouped by input shape): GPU time per step, calls per
+    step and the TFLOP/s its kernels reached (and the share of ``peak``), slowest first. Says which GEMMs of a
+    step fall short of the rest. ``time_us``: an average's time (its kernels' on the GPU)."""
+    rows = []
+    for a in averages:
+        flops = MATMUL_FLOPS.get(a.key)
+        shapes = [s for s in a.input_shapes if s] if a.input_shapes else []
+        us = time_us(a)
+        if flops is None or len(shapes) < 2 or us <= 0:
+            continue
+        ms = us / steps / 1e3
+        tflops = flops(*a.input_shapes) * a.count / (us / 1e6) / 1e12
+        rows.append((ms, tflops, a.count / steps, a.key, shapes))
+    if not rows:
+        return []
+    lines = ["  matmuls by shape (GPU ms per step, TFLOP/s of their kernels):"]
+    for ms, tflops, calls, key, shapes in sorted(rows, key=lambda r: -r[0])[:show]:
+        share = f"{100 * tflops / peak:5.1f}%" if peak else "  n/a"
+        dims = " ".join("x".join(map(str, s)) for s in shapes)
+        lines.append(f"    {ms:8.3f} ms  {tflops:6.0f} TFLOP/s {share}  {calls:5.0f}x  {key} {dims}")
+    return lines
+
+
 def category(kernel: str) -> str:
     low = kernel.lower()
     return next((c for c, keys in CATEGORIES if any(k in low for k in keys)), "other")
 
 
 def kernel_breakdown(fn, steps: int = 3, top: int = 12) -> str:
-    """Run ``fn`` ``steps`` times under the profiler; GPU time per step by kernel category, and the top kernels."""
+    """Run ``fn`` ``steps`` times under the profiler; GPU time per step by kernel category, the top kernels, and
+    the matmuls' TFLOP/s by operand shape."""
     from torch.profiler import ProfilerActivity, profile
 
     torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
         for _ in range(steps):
             fn()
         torch.cuda.synchronize()
     per_kernel: dict[str, float] = defaultdict(float)
     for e in prof.key_averages():
+        if getattr(e, "device_type", None) is not None and e.device_type.name == "CPU":
+            continue  # an op's own device time is its kernels', which are counted under their names
         us = getattr(e, "self_device_time_total", None)
         us = e.self_cuda_time_total if us is None else us
         if us > 0:
@@ -106,6 +149,7 @@ def kernel_breakdown(fn, steps: int = 3, top: int = 12) -> str:
     lines.append("  top kernels:")
     lines += [f"    {ms:8.3f} ms  {category(k)[:10]:10}  {k[:110]}"
               for k, ms in sorted(per_kernel.items(), key=lambda x: -x[1])[:top]]
+    lines += matmul_rows(prof.key_averages(group_by_input_shape=True), steps, peak_tflops(torch.device("cuda")))
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
-"""The benchmarks' shared profile summary: the GPU's idle time between kernels, from profiler events."""
+"""The benchmarks' shared profile summary: the GPU's idle time between kernels, from profiler events; the matmuls'
+TFLOP/s by operand shape, from profiler averages."""
 
 import sys
 from pathlib import Path
@@ -6,7 +7,8 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from _common import idle_summary  # noqa: E402
+import torch  # noqa: E402
+from _common import idle_summary, matmul_rows  # noqa: E402
 
 
 def _kernel(start_us: float, end_us: float, name: str, device: str = "CUDA"):
@@ -26,3 +28,41 @@ def test_idle_time_counts_only_the_gaps_no_kernel_covers():
 
 def test_no_gpu_events_no_summary():
     assert idle_summary([_kernel(0, 10, "cpu op", device="CPU")], steps=1) == []
+
+
+def _average(key, shapes, count, us):
+    return SimpleNamespace(key=key, input_shapes=shapes, count=count, device_time_total=us)
+
+
+def test_matmul_rows_give_each_shapes_tflops_and_share_of_peak():
+    """FLOPs from the operands' shapes (mm, addmm with its bias first, our linear ops with the weight (N, K), the
+    dGELU op's grad (M, N) · w (N, K)), slowest first; other ops and ops without GPU time are left out."""
+    m, k, n = 32768, 1152, 4608
+    averages = [_average("aten::mm", [[m, k], [k, n], [m, n]], 4, 2 * 1000.0),  # 2 steps, 1 ms per step
+                _average("aten::addmm", [[n], [m, k], [k, n], [], []], 2, 1000.0),
+                _average("hddm::linear_gelu_aux", [[m, k], [n, k], [n]], 2, 1600.0),
+                _average("hddm::matmul_dgelu", [[m, k], [k, n], [m, n]], 2, 1000.0),
+                _average("aten::linear", [[m, k], [n, k], [n]], 2, 5000.0),
+                _average("aten::mm", [[8, 8], [8, 8]], 2, 0.0)]
+    lines = matmul_rows(averages, steps=2, peak=989.0)
+    flops = 2 * m * k * n
+    assert len(lines) == 5 and "TFLOP/s" in lines[0]
+    assert lines[1].split()[0] == "1.000" and f"{flops * 4 / 2e-3 / 1e12:.0f} TFLOP/s" in lines[1]
+    assert "aten::mm 32768x1152 1152x4608 32768x4608" in lines[1] and "2x" in lines[1]
+    assert f"{flops * 2 / 1.6e-3 / 1e12:.0f} TFLOP/s" in lines[2] and "hddm::linear_gelu_aux" in lines[2]
+    assert f"{100 * flops * 2 / 1.6e-3 / 1e12 / 989:.1f}%" in lines[2]
+    assert not any("aten::linear" in line for line in lines)
+
+
+def test_matmul_rows_from_a_real_profile():
+    """The profiler's own averages (a CPU profile here, its CPU time standing in for kernel time) carry the keys
+    and shapes ``matmul_rows`` reads."""
+    from torch.profiler import ProfilerActivity, profile
+
+    a, b, bias = torch.randn(64, 32), torch.randn(32, 16), torch.randn(16)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        torch.mm(a, b)
+        torch.addmm(bias, a, b)
+    lines = matmul_rows(prof.key_averages(group_by_input_shape=True), 1, None, time_us=lambda e: e.cpu_time_total)
+    assert any("aten::mm 64x32 32x16" in line for line in lines)
+    assert any("aten::addmm 16 64x32 32x16" in line and "n/a" in line for line in lines)
