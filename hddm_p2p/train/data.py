@@ -155,21 +155,36 @@ def load_in_memory(source: str | Path, resolution: int = 32, flt: Filter = Filte
     return _CACHE[ck]
 
 
+class Kept:
+    """The samples of a (key, (image, label, caption) | None) stream that ``flt`` keeps, up to its limit, as
+    (key, image, label, caption); ``progress`` is told of every sample read, ``skipped`` counts those that did not
+    decode. Iterate once."""
+
+    def __init__(self, items, flt: Filter, progress=None):
+        self.items, self.flt, self.progress, self.skipped = items, flt, progress, 0
+
+    def __iter__(self):
+        count = 0
+        for key, decoded in self.items:
+            if self.progress:
+                self.progress(1)
+            if decoded is None:
+                self.skipped += 1
+                continue
+            img, label, caption = decoded
+            if not self.flt.keep(key, label):
+                continue
+            yield key, img, label, caption
+            count += 1
+            if self.flt.limit is not None and count >= self.flt.limit:
+                return
+
+
 def _collect(items, flt: Filter, progress) -> tuple[list, list, list, list, int]:
-    xs, labels, caps, keys, skipped = [], [], [], [], 0
-    for key, decoded in items:
-        if progress:
-            progress(1)
-        if decoded is None:
-            skipped += 1
-            continue
-        img, label, caption = decoded
-        if not flt.keep(key, label):
-            continue
+    kept, xs, labels, caps, keys = Kept(items, flt, progress), [], [], [], []
+    for key, img, label, caption in kept:
         xs.append(img), labels.append(label), caps.append(caption), keys.append(key)
-        if flt.limit is not None and len(xs) >= flt.limit:
-            break
-    return xs, labels, caps, keys, skipped
+    return xs, labels, caps, keys, kept.skipped
 
 
 def _to_data(parts, space: str, source: str, resolution: int, channels: int = 3) -> InMemoryData:

@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 
 from hddm_p2p.errors import DataError
 from hddm_p2p.train.distributed import Dist
-from hddm_p2p.train.data import Filter, InMemoryData, atomic_write_bytes, iter_samples, resolve_source
+from hddm_p2p.train.data import Filter, InMemoryData, Kept, atomic_write_bytes, iter_samples, resolve_source
 from hddm_p2p.train.vae import encode, get_vae, vae_description
 
 FORMAT = "hddm-latents/1"
@@ -95,21 +95,13 @@ def encode_dataset(source: str, out: Path, vae_name: str, image_resolution: int 
     if kind == "latents":
         raise DataError(f"{source} already holds latents")
     out.mkdir(parents=True, exist_ok=True)
-    shards, count, skipped = _Shards(out, get_vae(vae_name, device), batch_size, shard_size, dist), 0, 0
-    for key, decoded in iter_samples(kind, files, image_resolution):
-        if progress:
-            progress(1)
-        if decoded is None:
-            skipped += 1
-            continue
-        img, label, caption = decoded
-        if not flt.keep(key, label):
-            continue
+    shards, count = _Shards(out, get_vae(vae_name, device), batch_size, shard_size, dist), 0
+    kept = Kept(iter_samples(kind, files, image_resolution), flt, progress)
+    for key, img, label, caption in kept:
         shards.add(img, label, key, caption)
         count += 1
-        if flt.limit is not None and count >= flt.limit:
-            break
     shards.flush()
+    skipped = kept.skipped
     if count == 0:
         raise DataError(f"no usable images in {source} ({skipped} skipped)")
     dist.barrier()  # every rank's shards are on disk
