@@ -9,7 +9,8 @@ lowers them for a CUDA GPU. Where the machine has no GPU, this script:
 - points Triton at an sm_90 target;
 - gives inductor's scheduler a GPU's fusion rules (loop reordering, mix-order reductions) and 132 SMs;
 - turns on the model's training kernels (fused norm passes, Triton attention, the MLP's epilogue GEMMs), which it
-  would take on a Hopper GPU.
+  would take on a Hopper GPU;
+- lets ``--inductor combo_kernels=True`` group the nodes as it would on a GPU.
 
 Nothing runs: the listing stops where inductor would load the compiled kernels. It prints each graph's kernels with
 calls per step and elements per call. A kernel named ``triton_poi_fused_<n>``, with no ATen op in its name, copies
@@ -25,6 +26,7 @@ the same torch version made both.
 from __future__ import annotations
 
 import argparse
+import ast
 import re
 import sys
 import tempfile
@@ -41,8 +43,9 @@ Tensor = torch.Tensor
 class Kernel:
     name: str
     calls: int
-    numel: str   # elements per call: x, or x × r for a reduction
+    numel: str   # elements per call: x, or x × r for a reduction; a combo kernel's parts: their x each
     source: str
+    parts: int = 1  # > 1: a combo kernel (``combo_kernels``), independent kernels in one launch
 
 
 def offline_hopper() -> None:
@@ -88,6 +91,14 @@ def offline_hopper() -> None:
             scheduler.is_gpu = gpu_like
 
     scheduler.Scheduler.create_backend = backend_for
+    combos = scheduler.ForeachKernelSchedulerNode  # combo kernels (off unless asked for) group GPU nodes only
+
+    def groupable(nodes):  # as for a GPU: all but the consumers of mix-order reductions
+        mixed = {name for node in nodes if isinstance(node, scheduler.FusedMixOrderReductions)
+                 for name in node.get_buffer_names()}
+        return [node for node in nodes if not node.used_buffer_names() & mixed]
+
+    combos._filter_nodes_for_combo_kernel_grouping = staticmethod(groupable)
 
 
 def hopper_training_paths(attention: bool, bias_grads: bool, sums_kernel: bool, fp32_weight_grads: bool) -> None:
@@ -170,15 +181,20 @@ def kernels(code: str) -> list[Kernel]:
     for name in dict.fromkeys(re.findall(r"^\s+(\w+)\.run\(", body, re.M)):
         start = code.find(f"def {name}(")
         source = code[start:code.find("''', device_str", start)] if start >= 0 else ""
-        sizes = [m for m in re.findall(r"^\s+(xnumel|r0_numel) = (\d+)$", source, re.M)]
-        numel = " x ".join(n for _, n in sizes) or "-"
-        found.append(Kernel(name, calls[name], numel, source))
+        xs = re.findall(r"^\s+xnumel = (\d+)$", source, re.M)
+        rs = [r for r in re.findall(r"^\s+r0_numel = (\d+)$", source, re.M) if r != "1"]
+        if len(xs) > 1:
+            numel = f"{len(xs)} parts: " + ", ".join(xs[:3]) + (", ..." if len(xs) > 3 else "")
+        else:
+            numel = " x ".join(xs + rs) or "-"
+        found.append(Kernel(name, calls[name], numel, source, max(1, len(xs))))
     return found
 
 
 def unnamed_copies(found: list[Kernel]) -> list[Kernel]:
-    """Kernels made by inductor for no ATen op of the model: copies of a buffer."""
-    return [k for k in found if re.fullmatch(r"triton_poi_fused_\d+", k.name)]
+    """Kernels made by inductor for no ATen op of the model: copies of a buffer (combo kernels, which have no op
+    names either, left out)."""
+    return [k for k in found if re.fullmatch(r"triton_poi_fused_\d+", k.name) and k.parts == 1]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -189,10 +205,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bias-grads", action="store_true", help="bias gradients from the kernels' sums")
     ap.add_argument("--sums-kernel", action="store_true", help="the norm passes' per-sample sums added by our kernel")
     ap.add_argument("--fp32-weight-grads", action="store_true", help="weight gradients from the GEMMs in fp32")
+    ap.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
+                    help="an inductor config setting (Python literal), e.g. combo_kernels=True; repeatable")
     ap.add_argument("--source", metavar="NAME", help="also print the Triton source of kernels whose name has NAME")
     ap.add_argument("--keep", type=Path, help="keep inductor's debug files (graphs, IR, code) here")
     args = ap.parse_args(argv)
     offline_hopper()
+    for setting in args.inductor:
+        key, _, value = setting.partition("=")
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            ap.error(f"--inductor {setting!r}: the value is not a Python literal (True, 8, 'name')")
+        try:
+            torch._inductor.config.patch({key: value}).__enter__()
+        except (AttributeError, KeyError) as e:
+            ap.error(f"--inductor {setting!r}: {e}")
     hopper_training_paths(args.attention, args.bias_grads, args.sums_kernel, args.fp32_weight_grads)
     with tempfile.TemporaryDirectory() as tmp:
         codes = lower_training_step(args.arch, args.batch, args.keep or Path(tmp))
@@ -205,9 +233,12 @@ def main(argv: list[str] | None = None) -> None:
         found = kernels(codes[kind])
         print(f"--- {kind}: {len(found)} kernels, {sum(k.calls for k in found)} launches")
         for k in found:
-            print(f"  {k.calls:4d} x  {k.numel:>18}  {k.name}")
-        copies = unnamed_copies(found)
-        print(f"  copies for no op of the model: {', '.join(k.name for k in copies) if copies else 'none'}")
+            print(f"  {k.calls:4d} x  {k.numel:>28}  {k.name}")
+        if torch._inductor.config.combo_kernels:  # then inductor names no kernel by its ops
+            print("  copies for no op of the model: not told apart with combo_kernels (no kernel has op names)")
+        else:
+            copies = unnamed_copies(found)
+            print(f"  copies for no op of the model: {', '.join(k.name for k in copies) if copies else 'none'}")
         for k in found:
             if args.source and args.source in k.name:
                 print(k.source)

@@ -33,12 +33,15 @@ SDPA where the library's default puts them (``enabled = "auto"``: Hopper, power-
 72-wide heads stay on SDPA; CPU: as the row above); ``+bias grads in kernels``: that row with the bias gradients of qkv, proj and fc2
 summed inside the kernels that already read their output gradients (the attention backward, the norm
 backward) instead of separate reductions (the library's default; the rows above turn
-it off); ``+triton forward, blocks backward``: that row with the attention's Triton forward and its backward one
+it off); ``+triton forward and blocks backward``: that row with the attention's Triton forward and its backward one
 program per (block, head) (``flash_attention.arrangement``), the kernels on for every head width; ``+norm sums
 kernel`` / ``+bias grads and norm sums kernel``: the ``+sm90 gemms`` / ``+bias grads in kernels`` row with the norm
 passes' per-sample sums added up by a kernel of ours (``fused_norm_train.sums_kernel``); ``+fp32 weight grads``
 (``+norm sums kernel and fp32 weight grads``): the ``+sm90 gemms`` (``+norm sums kernel``) row with every linear
-layer's weight gradient written by its GEMM in fp32 (``hddm_p2p.models.weight_grads``); ``+data from host
+layer's weight gradient written by its GEMM in fp32 (``hddm_p2p.models.weight_grads``); ``+combo kernels``: the
+``+sm90 gemms`` row with inductor's ``combo_kernels`` (independent small kernels launched as one: 1,082 → 411
+launches per DiT-XL/2 step in ``benchmarks/inductor_kernels.py``'s listing); ``+sums kernel and fp32 grads and
+combo kernels``: the three together; ``+data from host
 memory`` /
 ``+data on the GPU``: the ``+gelu epilogues`` row fed by the training loop's own source (``MemorySource``) over
 50,000 precomputed fp16 latents, each batch copied from host memory, or gathered on the GPU where the source
@@ -126,7 +129,7 @@ LADDER: dict[str, Variant] = {v.name: v for v in [
             sm90=True, triton_attention=True),
     Variant("+bias grads in kernels", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True,
             sm90=True, triton_attention=True, bias_grads=True),
-    Variant("+triton forward, blocks backward", "bf16", compile="model", residual="bf16", gelu_epilogues=True,
+    Variant("+triton forward and blocks backward", "bf16", compile="model", residual="bf16", gelu_epilogues=True,
             fused_norm=True, sm90=True, triton_attention=True, bias_grads=True,
             attention_arrangement=("triton", "blocks")),
     Variant("+norm sums kernel", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True,
@@ -135,6 +138,11 @@ LADDER: dict[str, Variant] = {v.name: v for v in [
             sm90=True, fp32_weight_grads=True),
     Variant("+norm sums kernel and fp32 weight grads", "bf16", compile="model", residual="bf16",
             gelu_epilogues=True, fused_norm=True, sm90=True, sums_kernel=True, fp32_weight_grads=True),
+    Variant("+combo kernels", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True,
+            sm90=True, inductor=(("combo_kernels", True),)),
+    Variant("+sums kernel and fp32 grads and combo kernels", "bf16", compile="model", residual="bf16",
+            gelu_epilogues=True, fused_norm=True, sm90=True, sums_kernel=True, fp32_weight_grads=True,
+            inductor=(("combo_kernels", True),)),
     Variant("+bias grads and norm sums kernel", "bf16", compile="model", residual="bf16", gelu_epilogues=True,
             fused_norm=True, sm90=True, triton_attention=True, bias_grads=True, sums_kernel=True),
     Variant("+sm90 gemms and cuda graphs", "bf16", compile="model", mode="reduce-overhead", residual="bf16",

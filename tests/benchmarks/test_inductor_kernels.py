@@ -54,3 +54,19 @@ def test_fp32_weight_grads_drop_the_weight_gradient_casts():
     before = _launches(_listing(*flags)["backward"], "_to_copy")
     after = _launches(_listing(*flags, "--fp32-weight-grads")["backward"], "_to_copy")
     assert after <= before - 4 * 2, (before, after)
+
+
+def test_combo_kernels_launch_the_small_kernels_together():
+    """``--inductor combo_kernels=True`` (grouped as on a GPU): far fewer launches per step, the groups listed as
+    combo kernels of several parts (and no copies claimed: inductor then names no kernel by its ops); a setting
+    that is not a literal is refused in one line."""
+    pytest.importorskip("triton")
+    flags = ("--sums-kernel", "--fp32-weight-grads")
+    alone, combined = _listing(*flags), _listing(*flags, "--inductor", "combo_kernels=True")
+    for graph in ("forward", "backward"):
+        assert _launches(combined[graph], "") * 3 <= _launches(alone[graph], "") * 2, graph
+        assert "not told apart" in combined[graph][-1]
+    assert any(" parts: " in line for line in combined["forward"])
+    bad = subprocess.run([sys.executable, str(SCRIPT), "--arch", "tiny", "--inductor", "combo_kernels=maybe"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "not a Python literal" in bad.stderr and "Traceback" not in bad.stderr

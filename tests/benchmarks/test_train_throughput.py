@@ -70,6 +70,9 @@ def test_train_throughput_norm_sums_and_weight_grad_rows(tmp_path):
     rows = ["+norm sums kernel", "+bias grads and norm sums kernel", "+norm sums kernel and fp32 weight grads"]
     assert all(train_throughput.LADDER[name].sums_kernel for name in rows)
     assert train_throughput.LADDER[rows[-1]].fp32_weight_grads
+    together = train_throughput.LADDER["+sums kernel and fp32 grads and combo kernels"]
+    assert together.sums_kernel and together.fp32_weight_grads and ("combo_kernels", True) in together.inductor
+    assert not any("," in name for name in train_throughput.LADDER)  # --variants and $LADDER split on commas
     log = tmp_path / "rows.jsonl"
     out = subprocess.run([sys.executable, str(SCRIPT), "--arch", "tiny", "--batch", "2", "--steps", "1",
                           "--warmup", "1", "--device", "cpu", "--variants", ",".join(rows), "--json", str(log)],
