@@ -17,7 +17,7 @@ PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "GH200": 9
 CATEGORIES = (("attention", ("flash", "fmha", "attention", "cudnn", "sdpa")),
               ("matmul", ("gemm", "xmma", "cutlass", "nvjet", "cublas", "splitk", "sm90")),
               ("optimizer/EMA/clip", ("adam", "multi_tensor", "foreach", "lerp")),
-              ("fused element-wise (Triton)", ("triton", "norm_modulate")),  # + our add_norm_modulate kernel
+              ("fused element-wise (Triton)", ("triton", "norm_modulate", "sample_sums")),  # + our norm kernels
               ("other element-wise", ("elementwise", "vectorized", "reduce", "layer_norm", "gelu", "copy", "cat")))
 
 
@@ -91,21 +91,33 @@ MATMUL_FLOPS = {"aten::mm": _mm_flops, "aten::addmm": lambda bias, a, b, *_: _mm
                 "hddm::matmul_dgelu": _mm_flops, "hddm::matmul_dgelu_bgrad": _mm_flops}
 
 
-def matmul_rows(averages, steps: int, peak: float | None, show: int = 12,
-                time_us=lambda a: a.device_time_total) -> list[str]:
-    """Per matmul op and operand shapes (profiler averages grouped by input shape): GPU time per step, calls per
+def matmul_kernel_us(event) -> float:
+    """The GPU time of the matmul kernels an op launched, its child ops' included (the profiler can attribute other
+    kernels to an op: 11.5 ms of a DiT-XL/2 step's went to the forward's addmm ops in run 43)."""
+    own = sum(k.duration for k in getattr(event, "kernels", ()) if category(k.name) == "matmul")
+    return own + sum(matmul_kernel_us(child) for child in getattr(event, "cpu_children", ()))
+
+
+def matmul_rows(events, steps: int, peak: float | None, show: int = 12, time_us=matmul_kernel_us) -> list[str]:
+    """Per matmul op and operand shapes (the profiler's events, recorded with shapes): GPU time per step, calls per
     step and the TFLOP/s its kernels reached (and the share of ``peak``), slowest first. Says which GEMMs of a
-    step fall short of the rest. ``time_us``: an average's time (its kernels' on the GPU)."""
-    rows = []
-    for a in averages:
-        flops = MATMUL_FLOPS.get(a.key)
-        shapes = [s for s in a.input_shapes if s] if a.input_shapes else []
-        us = time_us(a)
-        if flops is None or len(shapes) < 2 or us <= 0:
+    step fall short of the rest. ``time_us``: an event's time (its matmul kernels' on the GPU)."""
+    groups: dict[tuple, list] = defaultdict(lambda: [0, 0.0, None])  # (op, shapes) → [calls, µs, shapes]
+    for e in events:
+        name = e.name
+        shapes = [list(s) for s in (e.input_shapes or []) if s]
+        if name not in MATMUL_FLOPS or len(shapes) < 2:
             continue
-        ms = us / steps / 1e3
-        tflops = flops(*a.input_shapes) * a.count / (us / 1e6) / 1e12
-        rows.append((ms, tflops, a.count / steps, a.key, shapes))
+        group = groups[(name, repr(e.input_shapes))]
+        group[0] += 1
+        group[1] += time_us(e)
+        group[2] = e.input_shapes
+    rows = []
+    for (name, _), (calls, us, input_shapes) in groups.items():
+        if us <= 0:
+            continue
+        tflops = MATMUL_FLOPS[name](*input_shapes) * calls / (us / 1e6) / 1e12
+        rows.append((us / steps / 1e3, tflops, calls / steps, name, [s for s in input_shapes if s]))
     if not rows:
         return []
     lines = ["  matmuls by shape (GPU ms per step, TFLOP/s of their kernels):"]
@@ -133,8 +145,8 @@ def kernel_breakdown(fn, steps: int = 3, top: int = 12) -> str:
         torch.cuda.synchronize()
     per_kernel: dict[str, float] = defaultdict(float)
     for e in prof.key_averages():
-        if getattr(e, "device_type", None) is not None and e.device_type.name == "CPU":
-            continue  # an op's own device time is its kernels', which are counted under their names
+        if e.device_type.name == "CPU" or getattr(e, "is_user_annotation", False) or e.key.startswith("## "):
+            continue  # ops and annotated regions: their device time is their kernels', counted under their names
         us = getattr(e, "self_device_time_total", None)
         us = e.self_cuda_time_total if us is None else us
         if us > 0:
@@ -149,7 +161,7 @@ def kernel_breakdown(fn, steps: int = 3, top: int = 12) -> str:
     lines.append("  top kernels:")
     lines += [f"    {ms:8.3f} ms  {category(k)[:10]:10}  {k[:110]}"
               for k, ms in sorted(per_kernel.items(), key=lambda x: -x[1])[:top]]
-    lines += matmul_rows(prof.key_averages(group_by_input_shape=True), steps, peak_tflops(torch.device("cuda")))
+    lines += matmul_rows(prof.events(), steps, peak_tflops(torch.device("cuda")))
     return "\n".join(lines)
 
 

@@ -1,5 +1,5 @@
-"""The benchmarks' shared profile summary: the GPU's idle time between kernels, from profiler events; the matmuls'
-TFLOP/s by operand shape, from profiler averages."""
+"""The benchmarks' shared profile summary: the GPU's idle time between kernels, and the matmuls' TFLOP/s by operand
+shape, from profiler events."""
 
 import sys
 from pathlib import Path
@@ -30,21 +30,29 @@ def test_no_gpu_events_no_summary():
     assert idle_summary([_kernel(0, 10, "cpu op", device="CPU")], steps=1) == []
 
 
-def _average(key, shapes, count, us):
-    return SimpleNamespace(key=key, input_shapes=shapes, count=count, device_time_total=us)
+def _op(name, shapes, calls, us, children=()):
+    """``calls`` op events, each with one matmul kernel of ``us / calls`` µs and one element-wise kernel that the
+    table must not count."""
+    kernels = [SimpleNamespace(name="nvjet_sm90_tst_192x192", duration=us / calls),
+               SimpleNamespace(name="triton_poi_fused__to_copy_3", duration=500.0)]
+    return [SimpleNamespace(name=name, input_shapes=shapes, kernels=kernels, cpu_children=list(children))
+            for _ in range(calls)]
 
 
 def test_matmul_rows_give_each_shapes_tflops_and_share_of_peak():
     """FLOPs from the operands' shapes (mm, addmm with its bias first, our linear ops with the weight (N, K), the
-    dGELU op's grad (M, N) · w (N, K)), slowest first; other ops and ops without GPU time are left out."""
+    dGELU op's grad (M, N) · w (N, K)); time from the matmul kernels only, child ops' included; slowest first;
+    other ops and ops without matmul kernels are left out."""
     m, k, n = 32768, 1152, 4608
-    averages = [_average("aten::mm", [[m, k], [k, n], [m, n]], 4, 2 * 1000.0),  # 2 steps, 1 ms per step
-                _average("aten::addmm", [[n], [m, k], [k, n], [], []], 2, 1000.0),
-                _average("hddm::linear_gelu_aux", [[m, k], [n, k], [n]], 2, 1600.0),
-                _average("hddm::matmul_dgelu", [[m, k], [k, n], [m, n]], 2, 1000.0),
-                _average("aten::linear", [[m, k], [n, k], [n]], 2, 5000.0),
-                _average("aten::mm", [[8, 8], [8, 8]], 2, 0.0)]
-    lines = matmul_rows(averages, steps=2, peak=989.0)
+    inner = SimpleNamespace(name="cublas", input_shapes=[], cpu_children=[],
+                            kernels=[SimpleNamespace(name="cutlass_gemm", duration=300.0)])
+    events = (_op("aten::mm", [[m, k], [k, n], [m, n]], 4, 2 * 1000.0)  # 2 steps, 1 ms per step
+              + _op("aten::addmm", [[n], [m, k], [k, n], [], []], 2, 1000.0)
+              + _op("hddm::linear_gelu_aux", [[m, k], [n, k], [n]], 2, 1000.0, children=[inner])
+              + _op("hddm::matmul_dgelu", [[m, k], [k, n], [m, n]], 2, 1000.0)
+              + _op("aten::linear", [[m, k], [n, k], [n]], 2, 5000.0)
+              + [SimpleNamespace(name="aten::mm", input_shapes=[[8, 8], [8, 8]], kernels=[], cpu_children=[])])
+    lines = matmul_rows(events, steps=2, peak=989.0)
     flops = 2 * m * k * n
     assert len(lines) == 5 and "TFLOP/s" in lines[0]
     assert lines[1].split()[0] == "1.000" and f"{flops * 4 / 2e-3 / 1e12:.0f} TFLOP/s" in lines[1]
@@ -63,6 +71,6 @@ def test_matmul_rows_from_a_real_profile():
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         torch.mm(a, b)
         torch.addmm(bias, a, b)
-    lines = matmul_rows(prof.key_averages(group_by_input_shape=True), 1, None, time_us=lambda e: e.cpu_time_total)
+    lines = matmul_rows(prof.events(), 1, None, time_us=lambda e: e.cpu_time_total)
     assert any("aten::mm 64x32 32x16" in line for line in lines)
     assert any("aten::addmm 16 64x32 32x16" in line and "n/a" in line for line in lines)
