@@ -92,10 +92,19 @@ MATMUL_FLOPS = {"aten::mm": _mm_flops, "aten::addmm": lambda bias, a, b, *_: _mm
 
 
 def matmul_kernel_us(event) -> float:
-    """The GPU time of the matmul kernels an op launched, its child ops' included (the profiler can attribute other
-    kernels to an op: 11.5 ms of a DiT-XL/2 step's went to the forward's addmm ops in run 43)."""
+    """The GPU time of the matmul kernels an op launched, its child ops' included. Only matmul kernels: the profiler
+    can attribute others to an op."""
     own = sum(k.duration for k in getattr(event, "kernels", ()) if category(k.name) == "matmul")
     return own + sum(matmul_kernel_us(child) for child in getattr(event, "cpu_children", ()))
+
+
+def _inside_matmul(event) -> bool:
+    parent = getattr(event, "cpu_parent", None)
+    while parent is not None:
+        if parent.name in MATMUL_FLOPS:
+            return True
+        parent = getattr(parent, "cpu_parent", None)
+    return False
 
 
 def matmul_rows(events, steps: int, peak: float | None, show: int = 12, time_us=matmul_kernel_us) -> list[str]:
@@ -105,6 +114,8 @@ def matmul_rows(events, steps: int, peak: float | None, show: int = 12, time_us=
     groups: dict[tuple, list] = defaultdict(lambda: [0, 0.0, None])  # (op, shapes) → [calls, µs, shapes]
     for e in events:
         name = e.name
+        if _inside_matmul(e):  # an op's own inner call (addmm within addmm): its kernels are the outer op's
+            continue
         shapes = [list(s) for s in (e.input_shapes or []) if s]
         if name not in MATMUL_FLOPS or len(shapes) < 2:
             continue
@@ -170,7 +181,8 @@ def idle_summary(events, steps: int, show: int = 5) -> list[str]:
     step, and the longest gaps with the kernels around them (host work the GPU waited for, or a sync)."""
     spans = sorted((e.time_range.start, e.time_range.end, e.name) for e in events
                    if getattr(e, "device_type", None) is not None and e.device_type.name == "CUDA"
-                   and e.time_range.end > e.time_range.start)
+                   and not getattr(e, "is_user_annotation", False) and not e.name.startswith("## ")
+                   and e.time_range.end > e.time_range.start)  # kernels only: an annotated region spans gaps
     if not spans:
         return []
     gaps, reach, before = [], spans[0][1], spans[0][2]

@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--attention", action="store_true", help="the Triton attention kernels (else SDPA)")
     ap.add_argument("--bias-grads", action="store_true", help="bias gradients from the kernels' sums")
-    ap.add_argument("--sums-kernel", action="store_true", help="the norm passes' per-sample sums added by our kernel")
+    ap.add_argument("--sums-kernel", action="store_true", help="the norm passes' per-sample sums added by our kernel (the library's default; without: inductor's code)")
     ap.add_argument("--fp32-weight-grads", action="store_true", help="weight gradients from the GEMMs in fp32")
     ap.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
                     help="an inductor config setting (Python literal), e.g. combo_kernels=True; repeatable")

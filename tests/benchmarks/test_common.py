@@ -52,10 +52,14 @@ def test_matmul_rows_give_each_shapes_tflops_and_share_of_peak():
               + _op("hddm::matmul_dgelu", [[m, k], [k, n], [m, n]], 2, 1000.0)
               + _op("aten::linear", [[m, k], [n, k], [n]], 2, 5000.0)
               + [SimpleNamespace(name="aten::mm", input_shapes=[[8, 8], [8, 8]], kernels=[], cpu_children=[])])
+    outer = events[0]  # an inner call of the same op, counted in the outer one's time and not again
+    inner_mm = SimpleNamespace(name="aten::mm", input_shapes=outer.input_shapes, cpu_parent=outer, cpu_children=[],
+                               kernels=[SimpleNamespace(name="nvjet_inner", duration=250.0)])
+    outer.cpu_children, events = [inner_mm], events + [inner_mm]
     lines = matmul_rows(events, steps=2, peak=989.0)
     flops = 2 * m * k * n
     assert len(lines) == 5 and "TFLOP/s" in lines[0]
-    assert lines[1].split()[0] == "1.000" and f"{flops * 4 / 2e-3 / 1e12:.0f} TFLOP/s" in lines[1]
+    assert lines[1].split()[0] == "1.125" and f"{flops * 4 / 2.25e-3 / 1e12:.0f} TFLOP/s" in lines[1]
     assert "aten::mm 32768x1152 1152x4608 32768x4608" in lines[1] and "2x" in lines[1]
     assert f"{flops * 2 / 1.6e-3 / 1e12:.0f} TFLOP/s" in lines[2] and "hddm::linear_gelu_aux" in lines[2]
     assert f"{100 * flops * 2 / 1.6e-3 / 1e12 / 989:.1f}%" in lines[2]
