@@ -113,13 +113,11 @@ def matmul_rows(events, steps: int, peak: float | None, show: int = 12, time_us=
     step fall short of the rest. ``time_us``: an event's time (its matmul kernels' on the GPU)."""
     groups: dict[tuple, list] = defaultdict(lambda: [0, 0.0, None])  # (op, shapes) → [calls, µs, shapes]
     for e in events:
-        name = e.name
+        if e.name not in MATMUL_FLOPS or len([s for s in e.input_shapes or [] if s]) < 2:
+            continue
         if _inside_matmul(e):  # an op's own inner call (addmm within addmm): its kernels are the outer op's
             continue
-        shapes = [list(s) for s in (e.input_shapes or []) if s]
-        if name not in MATMUL_FLOPS or len(shapes) < 2:
-            continue
-        group = groups[(name, repr(e.input_shapes))]
+        group = groups[(e.name, repr(e.input_shapes))]
         group[0] += 1
         group[1] += time_us(e)
         group[2] = e.input_shapes
@@ -139,6 +137,13 @@ def matmul_rows(events, steps: int, peak: float | None, show: int = 12, time_us=
     return lines
 
 
+def annotation(event) -> bool:
+    """A region the profiler annotates on the GPU timeline (inductor's ``## Call CompiledFxGraph ##``, an optimizer's
+    step): it spans kernels and the gaps between them, and is no kernel itself."""
+    name = getattr(event, "name", None) or event.key  # an event's name, an average's key
+    return bool(getattr(event, "is_user_annotation", False)) or name.startswith("## ")
+
+
 def category(kernel: str) -> str:
     low = kernel.lower()
     return next((c for c, keys in CATEGORIES if any(k in low for k in keys)), "other")
@@ -156,7 +161,7 @@ def kernel_breakdown(fn, steps: int = 3, top: int = 12) -> str:
         torch.cuda.synchronize()
     per_kernel: dict[str, float] = defaultdict(float)
     for e in prof.key_averages():
-        if e.device_type.name == "CPU" or getattr(e, "is_user_annotation", False) or e.key.startswith("## "):
+        if e.device_type.name == "CPU" or annotation(e):
             continue  # ops and annotated regions: their device time is their kernels', counted under their names
         us = getattr(e, "self_device_time_total", None)
         us = e.self_cuda_time_total if us is None else us
@@ -181,8 +186,7 @@ def idle_summary(events, steps: int, show: int = 5) -> list[str]:
     step, and the longest gaps with the kernels around them (host work the GPU waited for, or a sync)."""
     spans = sorted((e.time_range.start, e.time_range.end, e.name) for e in events
                    if getattr(e, "device_type", None) is not None and e.device_type.name == "CUDA"
-                   and not getattr(e, "is_user_annotation", False) and not e.name.startswith("## ")
-                   and e.time_range.end > e.time_range.start)  # kernels only: an annotated region spans gaps
+                   and not annotation(e) and e.time_range.end > e.time_range.start)
     if not spans:
         return []
     gaps, reach, before = [], spans[0][1], spans[0][2]

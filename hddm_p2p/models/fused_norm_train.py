@@ -214,8 +214,8 @@ if triton is not None:
             return tuple(partial[:, :, i].sum(1) for i in range(len(dtypes)))
         sums = [torch.empty(B, D, dtype=dtype, device=partial.device) for dtype in dtypes]
         gate, dsum = sums[2:] if has_add else sums[:2]  # unused without the add
-        (kernel or _tuned_sums)[(B,)](partial, sums[0], sums[1], gate, dsum, D, CHUNKS=chunks,
-                                              HAS_ADD=has_add, BLOCK_D=triton.next_power_of_2(D))
+        (kernel or _tuned_sums)[(B,)](partial, sums[0], sums[1], gate, dsum, D, CHUNKS=chunks, HAS_ADD=has_add,
+                                      BLOCK_D=triton.next_power_of_2(D))
         return tuple(sums)
 
     def launch_backward(grad_h: Tensor, grad_x_out: Tensor | None, x_out: Tensor, y: Tensor | None,
@@ -223,8 +223,8 @@ if triton is not None:
                         sum_kernel=None, **meta) -> tuple[Tensor, ...]:
         """(dx, dy, dshift, dscale, dgate, Σ_T dx') with y (and grad_x_out, gate), else (dx, dshift, dscale);
         the per-sample sums (B, D) in fp32 (with ``sums_kernel``: dshift and dscale in scale's dtype, dgate in
-        gate's). ``kernel``/``meta``: as ``fused_norm.launch``; ``sum_kernel``: the
-        kernel that adds up the partial sums where ``sums_kernel``."""
+        gate's). ``kernel``/``meta``: as ``fused_norm.launch``; ``sum_kernel``: the kernel that adds up the
+        partial sums where ``sums_kernel``."""
         B, T, D = x_out.shape
         has_add = y is not None
         grad_h, x_out = grad_h.contiguous(), x_out.contiguous()

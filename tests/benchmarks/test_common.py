@@ -8,7 +8,7 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import torch  # noqa: E402
-from _common import idle_summary, matmul_rows  # noqa: E402
+from _common import annotation, idle_summary, matmul_rows  # noqa: E402
 
 
 def _kernel(start_us: float, end_us: float, name: str, device: str = "CUDA"):
@@ -78,3 +78,14 @@ def test_matmul_rows_from_a_real_profile():
     lines = matmul_rows(prof.events(), 1, None, time_us=lambda e: e.cpu_time_total)
     assert any("aten::mm 64x32 32x16" in line for line in lines)
     assert any("aten::addmm 16 64x32 32x16" in line and "n/a" in line for line in lines)
+
+
+def test_annotated_regions_are_no_kernels():
+    """Inductor's and the optimizer's annotated regions, as events or as averages (which have a key, not a name),
+    are told apart from kernels; a region spanning a gap does not hide it."""
+    assert annotation(SimpleNamespace(name="## Call CompiledFxGraph abc ##"))
+    assert annotation(SimpleNamespace(key="Optimizer.step#AdamW.step", is_user_annotation=True))
+    assert not annotation(SimpleNamespace(key="nvjet_sm90_tst_192x192", is_user_annotation=False))
+    region = _kernel(0, 1000, "## Call CompiledFxGraph abc ##")
+    assert idle_summary([region, _kernel(0, 100, "gemm"), _kernel(300, 400, "norm")], steps=1)[0].endswith(
+        "idle 0.20 ms (50.0%) in 1 gaps; longest:")
