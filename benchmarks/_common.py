@@ -91,11 +91,16 @@ MATMUL_FLOPS = {"aten::mm": _mm_flops, "aten::addmm": lambda bias, a, b, *_: _mm
                 "hddm::matmul_dgelu": _mm_flops, "hddm::matmul_dgelu_bgrad": _mm_flops}
 
 
+def matmul_kernels(event) -> list:
+    """The matmul kernels an op launched, its child ops' included. Only matmul kernels: the profiler can attribute
+    others to an op."""
+    own = [k for k in getattr(event, "kernels", ()) if category(k.name) == "matmul"]
+    return own + [k for child in getattr(event, "cpu_children", ()) for k in matmul_kernels(child)]
+
+
 def matmul_kernel_us(event) -> float:
-    """The GPU time of the matmul kernels an op launched, its child ops' included. Only matmul kernels: the profiler
-    can attribute others to an op."""
-    own = sum(k.duration for k in getattr(event, "kernels", ()) if category(k.name) == "matmul")
-    return own + sum(matmul_kernel_us(child) for child in getattr(event, "cpu_children", ()))
+    """The GPU time of the matmul kernels an op launched (``matmul_kernels``)."""
+    return sum(k.duration for k in matmul_kernels(event))
 
 
 def _inside_matmul(event) -> bool:
@@ -111,7 +116,8 @@ def matmul_rows(events, steps: int, peak: float | None, show: int = 12, time_us=
     """Per matmul op and operand shapes (the profiler's events, recorded with shapes): GPU time per step, calls per
     step and the TFLOP/s its kernels reached (and the share of ``peak``), slowest first. Says which GEMMs of a
     step fall short of the rest. ``time_us``: an event's time (its matmul kernels' on the GPU)."""
-    groups: dict[tuple, list] = defaultdict(lambda: [0, 0.0, None])  # (op, shapes) → [calls, µs, shapes]
+    # (op, shapes) → [calls, µs, shapes, µs per kernel name]
+    groups: dict[tuple, list] = defaultdict(lambda: [0, 0.0, None, defaultdict(float)])
     for e in events:
         if e.name not in MATMUL_FLOPS or len([s for s in e.input_shapes or [] if s]) < 2:
             continue
@@ -121,19 +127,22 @@ def matmul_rows(events, steps: int, peak: float | None, show: int = 12, time_us=
         group[0] += 1
         group[1] += time_us(e)
         group[2] = e.input_shapes
+        for k in matmul_kernels(e):
+            group[3][k.name] += k.duration
     rows = []
-    for (name, _), (calls, us, input_shapes) in groups.items():
+    for (name, _), (calls, us, input_shapes, kernels) in groups.items():
         if us <= 0:
             continue
         tflops = MATMUL_FLOPS[name](*input_shapes) * calls / (us / 1e6) / 1e12
-        rows.append((us / steps / 1e3, tflops, calls / steps, name, [s for s in input_shapes if s]))
+        kernel = max(kernels, key=kernels.get) if kernels else "-"
+        rows.append((us / steps / 1e3, tflops, calls / steps, name, [s for s in input_shapes if s], kernel))
     if not rows:
         return []
-    lines = ["  matmuls by shape (GPU ms per step, TFLOP/s of their kernels):"]
-    for ms, tflops, calls, key, shapes in sorted(rows, key=lambda r: -r[0])[:show]:
+    lines = ["  matmuls by shape (GPU ms per step, TFLOP/s of their kernels, the kernel taking most of the time):"]
+    for ms, tflops, calls, key, shapes, kernel in sorted(rows, key=lambda r: -r[0])[:show]:
         share = f"{100 * tflops / peak:5.1f}%" if peak else "  n/a"
         dims = " ".join("x".join(map(str, s)) for s in shapes)
-        lines.append(f"    {ms:8.3f} ms  {tflops:6.0f} TFLOP/s {share}  {calls:5.0f}x  {key} {dims}")
+        lines.append(f"    {ms:8.3f} ms  {tflops:6.0f} TFLOP/s {share}  {calls:5.0f}x  {key} {dims}  [{kernel[:60]}]")
     return lines
 
 

@@ -16,7 +16,7 @@ set -u
 OUT=${OUT:-/tmp/bench}; LOGS=${LOGS:-/tmp/bench-logs}; mkdir -p "$OUT" "$LOGS"
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$(pwd)
 LANE0=${LANE0-"tests train_b2 train_xl2"}                                  # GPU 0
-LANE1=${LANE1-"forward gemm norm attention routed_b2 routed_xl2 cold_start publish_fetch"}  # GPU 1
+LANE1=${LANE1-"forward gemm layouts norm attention routed_b2 routed_xl2 cold_start publish_fetch"}  # GPU 1
 SECTIONS=${SECTIONS:-"$LANE0 $LANE1"}  # LANE0="" / LANE1="": that lane runs nothing
 LADDER=${LADDER:-"fp32 eager,bf16 eager,+fused adamw,+compile blocks,+bf16 residual,+cudnn attention,+compile model"}
 FWD=${FWD:-"diffusers eager,diffusers compile,diffusers compile+cudnn,hddm eager,hddm compile -gelu,hddm compile,hddm compile+cudnn,hddm compile+cudnn+graphs"}
@@ -35,6 +35,8 @@ run_section() {  # run_section NAME: one section, under its time limit, logged
                 tests/models/test_fused_norm_train.py tests/train/test_data.py}) ;;
     gemm) cmd=(python3 benchmarks/gemm_epilogues.py --arch DiT-XL/2 --batch 128 --arch DiT-B/2 --batch 256
                --json "$LOGS/gemm.jsonl") ;;
+    layouts) cmd=(python3 benchmarks/gemm_layouts.py --arch DiT-XL/2 --batch 128 --arch DiT-B/2 --batch 256
+                  --json "$LOGS/layouts.jsonl") ;;
     attention) cmd=(python3 benchmarks/attention_heads.py --arch DiT-XL/2 --batch 128 --arch DiT-B/2 --batch 256
                     --pad 80 --pad 96 --pad 128 --json "$LOGS/attention.jsonl") ;;
     norm) cmd=(python3 benchmarks/norm_bandwidth.py --arch DiT-XL/2 --batch 128 --arch DiT-B/2 --batch 256

@@ -26,6 +26,12 @@ from hddm_p2p.models.fused_norm import records_grad
 
 Tensor = torch.Tensor
 
+# fc2's weight gradient gᵀ·h as the transposed product (hᵀ·g)ᵀ, made contiguous (in a compiled step the copy
+# fuses into the cast to the fp32 parameter's dtype). On an H200 at DiT-XL/2 the product alone took 0.459 ms that
+# way against 0.563 ms (``benchmarks/gemm_layouts.py``, 2026-12-01 run 46); fc1's, the transposed shape, is
+# faster as it is.
+fc2_grad_transposed: bool = False
+
 
 def path(fc1: nn.Linear, fc2: nn.Linear, x: Tensor, sampling: bool, training: bool) -> str | None:
     """Which MLP computation x takes; ``sampling``/``training`` are the caller's switches for either."""
@@ -105,7 +111,8 @@ class _FusedMlp(torch.autograd.Function):
         else:
             w_grad, b_grad = (lambda g, a: g.t() @ a), (lambda g: g.sum(0))
         grad_b2 = b_grad(grad) if ctx.needs_input_grad[4] else None  # None: the caller sums it (``training``)
-        return grad_pre @ w1, w_grad(grad_pre, x), b_grad(grad_pre), w_grad(grad, h), grad_b2
+        grad_w2 = (h.t() @ grad).t().contiguous() if fc2_grad_transposed and not ctx.fp32 else w_grad(grad, h)
+        return grad_pre @ w1, w_grad(grad_pre, x), b_grad(grad_pre), grad_w2, grad_b2
 
 
 def training(fc1: nn.Linear, fc2: nn.Linear, x: Tensor, bias_grad: bool = True) -> Tensor:

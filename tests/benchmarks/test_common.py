@@ -64,6 +64,8 @@ def test_matmul_rows_give_each_shapes_tflops_and_share_of_peak():
     assert f"{flops * 2 / 1.6e-3 / 1e12:.0f} TFLOP/s" in lines[2] and "hddm::linear_gelu_aux" in lines[2]
     assert f"{100 * flops * 2 / 1.6e-3 / 1e12 / 989:.1f}%" in lines[2]
     assert not any("aten::linear" in line for line in lines)
+    assert lines[1].endswith("[nvjet_sm90_tst_192x192]")  # the kernel with most of the row's time, not the inner one's
+    assert lines[2].endswith("[nvjet_sm90_tst_192x192]")  # 500 µs a call of its own against its child op's 300
 
 
 def test_matmul_rows_from_a_real_profile():

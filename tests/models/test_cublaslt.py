@@ -29,14 +29,17 @@ def _mlp_grads(mlp, x, fused):
     return [out.detach(), x.grad] + [p.grad.clone() for p in mlp.parameters()]
 
 
-def test_fused_mlp_backward_is_autograds_on_cpu():
+@pytest.mark.parametrize("transposed", [False, True])
+def test_fused_mlp_backward_is_autograds_on_cpu(monkeypatch, transposed):
     """The hand-written backward (weight, bias and input gradients of both layers, GELU' applied to the
-    pre-activation) equals autograd's, through the ops' PyTorch fallbacks."""
+    pre-activation) equals autograd's, through the ops' PyTorch fallbacks; fc2's weight gradient also as the
+    transposed product, laid out as the weight is."""
+    monkeypatch.setattr(fused_mlp, "fc2_grad_transposed", transposed)
     torch.manual_seed(0)
     mlp = Mlp(24, 96, 40).double()
     x = torch.randn(33, 24, dtype=torch.float64)
     for got, ref in zip(_mlp_grads(mlp, x, True), _mlp_grads(mlp, x, False)):
-        assert got.shape == ref.shape and torch.allclose(got, ref, atol=1e-10)
+        assert got.shape == ref.shape and got.is_contiguous() and torch.allclose(got, ref, atol=1e-10)
 
 
 def test_ops_fall_back_to_pytorch_off_cuda():
@@ -99,9 +102,11 @@ def test_fused_mlp_trains_like_the_plain_mlp_under_bf16_autocast():
 
 
 @cuda
-def test_compiled_dit_training_step_matches_with_the_fused_mlp():
+@pytest.mark.parametrize("transposed", [False, True])
+def test_compiled_dit_training_step_matches_with_the_fused_mlp(monkeypatch, transposed):
     from hddm_p2p.models import build_dit
 
+    monkeypatch.setattr(fused_mlp, "fc2_grad_transposed", transposed)
     torch.manual_seed(0)
     model = build_dit("DiT-S/2", input_size=16, in_channels=4).cuda()
     with torch.no_grad():
@@ -118,6 +123,7 @@ def test_compiled_dit_training_step_matches_with_the_fused_mlp():
         out.float().square().mean().backward()
         grads[fused] = [p.grad.clone() for p in model.parameters() if p.grad is not None]
     Mlp.fused_gelu_training = True
+    assert all(g.is_contiguous() for g in grads[True])
     assert len(grads[True]) == len(grads[False])
     worst = max(_rel(a, b) for a, b in zip(grads[True], grads[False]) if b.norm() > 0)
     assert worst < 5e-2, worst
