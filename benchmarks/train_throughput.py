@@ -41,8 +41,8 @@ passes' per-sample sums added up by a kernel of ours (``fused_norm_train.sums_ke
 layer's weight gradient written by its GEMM in fp32 (``hddm_p2p.models.weight_grads``); ``+combo kernels``: the
 ``+sm90 gemms`` row with inductor's ``combo_kernels`` (independent small kernels launched as one: 1,082 → 411
 launches per DiT-XL/2 step in ``benchmarks/inductor_kernels.py``'s listing); ``+sums kernel and fp32 grads and
-combo kernels``: the three together; ``+fc2 grad transposed``: the ``+norm sums kernel`` row with fc2's weight
-gradient as the transposed product (``fused_mlp.fc2_grad_transposed``); ``+data from host
+combo kernels``: the three together; ``+transposed weight grads``: the ``+norm sums kernel`` row with the
+half weight gradients of qkv, proj and fc2 as transposed products (``hddm_p2p.models.weight_grads.transposed``); ``+data from host
 memory`` /
 ``+data on the GPU``: the ``+gelu epilogues`` row fed by the training loop's own source (``MemorySource``) over
 50,000 precomputed fp16 latents, each batch copied from host memory, or gathered on the GPU where the source
@@ -66,8 +66,7 @@ from contextlib import nullcontext
 import torch
 from _common import attention_backend, fresh_compiles, kernel_breakdown, peak_tflops
 
-from hddm_p2p.models import (build_dit, flash_attention, fused_mlp, fused_norm_train, get_preset, sm90_gemm,
-                             weight_grads)
+from hddm_p2p.models import build_dit, flash_attention, fused_norm_train, get_preset, sm90_gemm, weight_grads
 from hddm_p2p.train.data import InMemoryData, MemorySource
 from hddm_p2p.models.flops import dit_flops
 from hddm_p2p.models.layers import Mlp
@@ -102,8 +101,8 @@ class Variant:
                                    # (``fused_norm_train.sums_kernel``), not by inductor's code
     fp32_weight_grads: bool = False  # the linear layers' weight gradients written by their GEMMs in fp32
                                      # (``weight_grads.enabled``), not cast from bf16 by a kernel after them
-    fc2_grad_transposed: bool = False  # fc2's weight gradient as the transposed product (hᵀ·g)ᵀ
-                                       # (``fused_mlp.fc2_grad_transposed``)
+    transposed_grads: bool = False  # half weight gradients of qkv, proj and fc2 as the transposed product (xᵀ·g)ᵀ
+                                    # (``weight_grads.transposed``)
     step_graph: bool = False       # the whole step (forward, backward, clipping, AdamW, EMA) as one CUDA graph
     data: str = "synthetic"        # "synthetic": one latent batch on the GPU | "host" / "resident": batches drawn
                                    # by the training loop's ``MemorySource`` from 50,000 fp16 latents in host memory
@@ -149,8 +148,8 @@ LADDER: dict[str, Variant] = {v.name: v for v in [
             inductor=(("combo_kernels", True),)),
     Variant("+bias grads and norm sums kernel", "bf16", compile="model", residual="bf16", gelu_epilogues=True,
             fused_norm=True, sm90=True, triton_attention=True, bias_grads=True, sums_kernel=True),
-    Variant("+fc2 grad transposed", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True,
-            sm90=True, sums_kernel=True, fc2_grad_transposed=True),
+    Variant("+transposed weight grads", "bf16", compile="model", residual="bf16", gelu_epilogues=True,
+            fused_norm=True, sm90=True, sums_kernel=True, transposed_grads=True),
     Variant("+sm90 gemms and cuda graphs", "bf16", compile="model", mode="reduce-overhead", residual="bf16",
             gelu_epilogues=True, fused_norm=True, sm90=True),
     Variant("+cuda graphs", "bf16", compile="model", mode="reduce-overhead", residual="bf16", gelu_epilogues=True,
@@ -204,7 +203,7 @@ def _time_training(arch: str, batch: int, steps: int, warmup: int, device: torch
     fused_norm_train.bias_grads = flash_attention.bias_grads = v.bias_grads
     fused_norm_train.sums_kernel = v.sums_kernel
     weight_grads.enabled = v.fp32_weight_grads
-    fused_mlp.fc2_grad_transposed = v.fc2_grad_transposed
+    weight_grads.transposed = v.transposed_grads
     flash_attention.forward_backend, flash_attention.backward = v.attention_arrangement
     torch.backends.cudnn.allow_tf32 = v.dtype != "fp32"
     torch.manual_seed(0)

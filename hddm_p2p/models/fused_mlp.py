@@ -26,12 +26,6 @@ from hddm_p2p.models.fused_norm import records_grad
 
 Tensor = torch.Tensor
 
-# fc2's weight gradient gᵀ·h as the transposed product (hᵀ·g)ᵀ, made contiguous (in a compiled step the copy
-# fuses into the cast to the fp32 parameter's dtype). On an H200 at DiT-XL/2 the product alone took 0.459 ms that
-# way against 0.563 ms (``benchmarks/gemm_layouts.py``, 2026-12-01 run 46); fc1's, the transposed shape, is
-# faster as it is.
-fc2_grad_transposed: bool = False
-
 
 def path(fc1: nn.Linear, fc2: nn.Linear, x: Tensor, sampling: bool, training: bool) -> str | None:
     """Which MLP computation x takes; ``sampling``/``training`` are the caller's switches for either."""
@@ -71,7 +65,7 @@ def linear(layer: nn.Linear, x: Tensor, bias_grad: bool = True) -> Tensor:
     """``layer(x)``; with ``cublaslt.sampling``, sampling on CUDA takes cuBLASLt's measured algorithm.
     ``bias_grad=False``: the bias is added detached, its gradient left to the caller (a later kernel that sums
     the output's gradient over the tokens anyway)."""
-    if weight_grads.usable(x, layer.weight):
+    if weight_grads.usable(x, layer.weight) or weight_grads.transposing(x, layer.weight):
         bias = layer.bias if bias_grad or layer.bias is None else layer.bias.detach()
         return weight_grads.linear(x, layer.weight, bias)
     if not bias_grad and layer.bias is not None:
@@ -107,12 +101,13 @@ class _FusedMlp(torch.autograd.Function):
         grad = grad.contiguous()
         grad_pre = cublaslt.matmul_dgelu(grad, w2, pre)
         if ctx.fp32:
-            w_grad, b_grad = weight_grads.weight_grad, weight_grads.bias_grad
-        else:
-            w_grad, b_grad = (lambda g, a: g.t() @ a), (lambda g: g.sum(0))
+            grad_w1, grad_w2 = weight_grads.weight_grad(grad_pre, x), weight_grads.weight_grad(grad, h)
+            b_grad = weight_grads.bias_grad
+        else:  # half gradients; fc2's as the transposed product where ``weight_grads.transposed``
+            grad_w1, grad_w2, b_grad = (weight_grads.weight_grad_half(grad_pre, x, w1),
+                                        weight_grads.weight_grad_half(grad, h, w2), lambda g: g.sum(0))
         grad_b2 = b_grad(grad) if ctx.needs_input_grad[4] else None  # None: the caller sums it (``training``)
-        grad_w2 = (h.t() @ grad).t().contiguous() if fc2_grad_transposed and not ctx.fp32 else w_grad(grad, h)
-        return grad_pre @ w1, w_grad(grad_pre, x), b_grad(grad_pre), grad_w2, grad_b2
+        return grad_pre @ w1, grad_w1, b_grad(grad_pre), grad_w2, grad_b2
 
 
 def training(fc1: nn.Linear, fc2: nn.Linear, x: Tensor, bias_grad: bool = True) -> Tensor:

@@ -21,6 +21,12 @@ import torch.nn.functional as F
 Tensor = torch.Tensor
 
 enabled: bool = False  # training under half autocast: weight gradients from the GEMM in fp32 (no gain, run 43)
+# Half weight gradients dW = gᵀ·x computed as the transposed product (xᵀ·g)ᵀ and copied to W's layout, for layers
+# with fewer than 4× as many outputs as inputs (qkv, proj, fc2; not fc1). In a compiled step the copy is the cast
+# to the fp32 parameter's dtype that runs anyway. Alone on an H200 at DiT-XL/2 (``benchmarks/gemm_layouts.py``,
+# 2026-12-01 run 46) the products took 0.459 / 0.366 / 0.140 ms that way against 0.563 / 0.381 / 0.147 ms for
+# fc2 / qkv / proj, and fc1's 0.578 against 0.503 ms.
+transposed: bool = False
 
 
 def half_dtype(x: Tensor) -> torch.dtype | None:
@@ -35,6 +41,26 @@ def usable(x: Tensor, weight: Tensor) -> bool:
     half-precision compute."""
     return (enabled and torch.is_grad_enabled() and weight.requires_grad and weight.dtype == torch.float32
             and half_dtype(x) is not None)
+
+
+def transposes(weight: Tensor) -> bool:
+    """Whether a half weight gradient of this (out, in) weight is computed transposed (``transposed``)."""
+    return transposed and weight.shape[0] < 4 * weight.shape[1]
+
+
+def transposing(x: Tensor, weight: Tensor) -> bool:
+    """Whether ``linear`` takes the transposed weight-gradient path (and not the fp32 one): ``transposes`` the
+    weight, an fp32 weight that takes a gradient, half-precision compute."""
+    return (not usable(x, weight) and transposes(weight) and torch.is_grad_enabled() and weight.requires_grad
+            and weight.dtype == torch.float32 and half_dtype(x) is not None)
+
+
+def weight_grad_half(grad: Tensor, x: Tensor, weight: Tensor) -> Tensor:
+    """dW = gradᵀ·x in the operands' dtype, laid out as ``weight``; as (xᵀ·grad)ᵀ where ``transposes(weight)``."""
+    g2, x2 = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
+    if transposes(weight):
+        return (x2.t() @ g2).t().contiguous()
+    return g2.t() @ x2
 
 
 def matmul_fp32(a: Tensor, b: Tensor) -> Tensor:
@@ -57,12 +83,13 @@ def bias_grad(grad: Tensor) -> Tensor:
 
 class _Linear(torch.autograd.Function):
     """y = x·Wᵀ + b computed in ``dtype`` from the fp32 weight and bias; backward: dx in ``dtype``, dW and db in
-    fp32."""
+    fp32: dW from the GEMM in fp32 (``fp32_grads``), else the half GEMM's (``weight_grad_half``) cast."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, dtype: torch.dtype) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, dtype: torch.dtype, fp32_grads: bool) -> Tensor:
         x, w = x.to(dtype), weight.to(dtype)
         ctx.save_for_backward(x, w)
+        ctx.fp32_grads = fp32_grads
         return F.linear(x, w, None if bias is None else bias.to(dtype))
 
     @staticmethod
@@ -70,12 +97,14 @@ class _Linear(torch.autograd.Function):
         x, w = ctx.saved_tensors
         dx = grad @ w if ctx.needs_input_grad[0] else None
         db = bias_grad(grad) if ctx.needs_input_grad[2] else None
-        return dx, weight_grad(grad, x), db, None
+        dw = weight_grad(grad, x) if ctx.fp32_grads else weight_grad_half(grad, x, w).float()
+        return dx, dw, db, None, None
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """``F.linear(x, weight, bias)`` as autocast computes it, with the weight's (and bias's) gradient from the GEMM in
-    fp32 (``usable`` first). A detached bias is added without a gradient."""
-    dtype = half_dtype(x)
+    fp32 where ``usable``, else (``transposing``) from the transposed half product. A detached bias is added
+    without a gradient."""
+    dtype, fp32_grads = half_dtype(x), usable(x, weight)  # both read autocast's state, off below
     with torch.autocast(x.device.type, enabled=False):
-        return _Linear.apply(x, weight, bias, dtype)
+        return _Linear.apply(x, weight, bias, dtype, fp32_grads)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hddm_p2p.models import cublaslt, fused_mlp
+from hddm_p2p.models import cublaslt, fused_mlp, weight_grads
 from hddm_p2p.models.layers import Mlp
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -34,7 +34,7 @@ def test_fused_mlp_backward_is_autograds_on_cpu(monkeypatch, transposed):
     """The hand-written backward (weight, bias and input gradients of both layers, GELU' applied to the
     pre-activation) equals autograd's, through the ops' PyTorch fallbacks; fc2's weight gradient also as the
     transposed product, laid out as the weight is."""
-    monkeypatch.setattr(fused_mlp, "fc2_grad_transposed", transposed)
+    monkeypatch.setattr(weight_grads, "transposed", transposed)
     torch.manual_seed(0)
     mlp = Mlp(24, 96, 40).double()
     x = torch.randn(33, 24, dtype=torch.float64)
@@ -106,7 +106,7 @@ def test_fused_mlp_trains_like_the_plain_mlp_under_bf16_autocast():
 def test_compiled_dit_training_step_matches_with_the_fused_mlp(monkeypatch, transposed):
     from hddm_p2p.models import build_dit
 
-    monkeypatch.setattr(fused_mlp, "fc2_grad_transposed", transposed)
+    monkeypatch.setattr(weight_grads, "transposed", transposed)
     torch.manual_seed(0)
     model = build_dit("DiT-S/2", input_size=16, in_channels=4).cuda()
     with torch.no_grad():

@@ -118,3 +118,29 @@ def test_the_gemm_writes_fp32_on_cuda():
     out = weight_grads.matmul_fp32(a, b.t())
     ref = a.double() @ b.double().t()
     assert out.dtype == torch.float32 and ((out.double() - ref).abs().max() / ref.abs().max()).item() < 1e-5
+
+
+def test_transposed_half_weight_gradients_match_autocasts(monkeypatch):
+    """With ``transposed`` the layer's half weight gradient is the transposed product (xᵀ·g)ᵀ, laid out as the
+    weight and cast to fp32: the same bf16 values autocast's gᵀ·x gives, for the layers it applies to (fewer than
+    4× as many outputs as inputs); the fp32 path, where on, comes first."""
+    torch.manual_seed(0)
+    layer, x = torch.nn.Linear(48, 40), torch.randn(3, 7, 48) * 4
+    out_ref, dx_ref, _ = _step(layer, x)
+    w_ref, b_ref = layer.weight.grad.clone(), layer.bias.grad.clone()
+    monkeypatch.setattr(weight_grads, "transposed", True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert weight_grads.transposing(x, layer.weight)
+        assert not weight_grads.transposes(torch.empty(4 * 48, 48))  # fc1's shape: as it is
+        monkeypatch.setattr(weight_grads, "enabled", True)
+        assert not weight_grads.transposing(x, layer.weight)  # the fp32 path instead
+        monkeypatch.setattr(weight_grads, "enabled", False)
+    products = []
+    real_mm = torch.Tensor.__matmul__
+    monkeypatch.setattr(torch.Tensor, "__matmul__", lambda a, b: products.append((a.shape, b.shape)) or real_mm(a, b))
+    out, dx, _ = _step(layer, x)
+    assert ((48, 21), (21, 40)) in products  # xᵀ·g: the transposed product was computed
+    assert torch.equal(out, out_ref) and torch.equal(dx, dx_ref)
+    assert layer.weight.grad.dtype == torch.float32 and layer.weight.grad.is_contiguous()
+    assert torch.equal(layer.weight.grad, w_ref)  # the same bf16 products, cast
+    assert torch.allclose(layer.bias.grad, b_ref, rtol=1e-2, atol=1e-2)  # summed in fp32 here, bf16 there
