@@ -41,8 +41,10 @@ passes' per-sample sums added up by a kernel of ours (``fused_norm_train.sums_ke
 layer's weight gradient written by its GEMM in fp32 (``hddm_p2p.models.weight_grads``); ``+combo kernels``: the
 ``+sm90 gemms`` row with inductor's ``combo_kernels`` (independent small kernels launched as one: 1,082 → 411
 launches per DiT-XL/2 step in ``benchmarks/inductor_kernels.py``'s listing); ``+sums kernel and fp32 grads and
-combo kernels``: the three together; ``+transposed weight grads``: the ``+norm sums kernel`` row with the
-half weight gradients of qkv, proj and fc2 as transposed products (``hddm_p2p.models.weight_grads.transposed``); ``+data from host
+combo kernels``: the three together; ``+norm bias grads``: the ``+norm sums kernel`` row with proj's and fc2's
+bias gradients from the norm backward (``fused_norm_train.bias_grads``; attention stays on SDPA: the library's
+default for DiT-XL/2); ``+transposed weight grads``: that row with fc2's weight gradient as the transposed product
+(``hddm_p2p.models.weight_grads.transposed``); ``+data from host
 memory`` /
 ``+data on the GPU``: the ``+gelu epilogues`` row fed by the training loop's own source (``MemorySource``) over
 50,000 precomputed fp16 latents, each batch copied from host memory, or gathered on the GPU where the source
@@ -101,7 +103,7 @@ class Variant:
                                    # (``fused_norm_train.sums_kernel``), not by inductor's code
     fp32_weight_grads: bool = False  # the linear layers' weight gradients written by their GEMMs in fp32
                                      # (``weight_grads.enabled``), not cast from bf16 by a kernel after them
-    transposed_grads: bool = False  # half weight gradients of qkv, proj and fc2 as the transposed product (xᵀ·g)ᵀ
+    transposed_grads: bool = False  # half weight gradients with fewer outputs than inputs (fc2) as (xᵀ·g)ᵀ
                                     # (``weight_grads.transposed``)
     step_graph: bool = False       # the whole step (forward, backward, clipping, AdamW, EMA) as one CUDA graph
     data: str = "synthetic"        # "synthetic": one latent batch on the GPU | "host" / "resident": batches drawn
@@ -148,8 +150,10 @@ LADDER: dict[str, Variant] = {v.name: v for v in [
             inductor=(("combo_kernels", True),)),
     Variant("+bias grads and norm sums kernel", "bf16", compile="model", residual="bf16", gelu_epilogues=True,
             fused_norm=True, sm90=True, triton_attention=True, bias_grads=True, sums_kernel=True),
+    Variant("+norm bias grads", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True,
+            sm90=True, sums_kernel=True, bias_grads=True),
     Variant("+transposed weight grads", "bf16", compile="model", residual="bf16", gelu_epilogues=True,
-            fused_norm=True, sm90=True, sums_kernel=True, transposed_grads=True),
+            fused_norm=True, sm90=True, sums_kernel=True, bias_grads=True, transposed_grads=True),
     Variant("+sm90 gemms and cuda graphs", "bf16", compile="model", mode="reduce-overhead", residual="bf16",
             gelu_epilogues=True, fused_norm=True, sm90=True),
     Variant("+cuda graphs", "bf16", compile="model", mode="reduce-overhead", residual="bf16", gelu_epilogues=True,

@@ -101,13 +101,11 @@ class _FusedMlp(torch.autograd.Function):
         grad = grad.contiguous()
         grad_pre = cublaslt.matmul_dgelu(grad, w2, pre)
         if ctx.fp32:
-            grad_w1, grad_w2 = weight_grads.weight_grad(grad_pre, x), weight_grads.weight_grad(grad, h)
-            b_grad = weight_grads.bias_grad
+            w_grad, b_grad = (lambda g, a, _w: weight_grads.weight_grad(g, a)), weight_grads.bias_grad
         else:  # half gradients; fc2's as the transposed product where ``weight_grads.transposed``
-            grad_w1, grad_w2, b_grad = (weight_grads.weight_grad_half(grad_pre, x, w1),
-                                        weight_grads.weight_grad_half(grad, h, w2), lambda g: g.sum(0))
+            w_grad, b_grad = weight_grads.weight_grad_half, (lambda g: g.sum(0))
         grad_b2 = b_grad(grad) if ctx.needs_input_grad[4] else None  # None: the caller sums it (``training``)
-        return grad_pre @ w1, grad_w1, b_grad(grad_pre), grad_w2, grad_b2
+        return grad_pre @ w1, w_grad(grad_pre, x, w1), b_grad(grad_pre), w_grad(grad, h, w2), grad_b2
 
 
 def training(fc1: nn.Linear, fc2: nn.Linear, x: Tensor, bias_grad: bool = True) -> Tensor:

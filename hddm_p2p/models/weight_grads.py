@@ -11,6 +11,9 @@ the gradient to bf16 before it is accumulated. The bias gradient is summed in fp
 function (``fused_mlp``) does the same for fc1 and fc2. ``enabled`` is off: on one H200 (2026-12-01 run 43,
 ``benchmarks/train_throughput.py``, row ``+fp32 weight grads``) the casts were gone but the GEMMs with fp32 output
 took about as long, and a DiT-XL/2 step took 190.9 ms against 190.2 ms without it.
+
+``transposed`` (on) picks, for the half gradients, the orientation of the weight-gradient GEMM that cuBLAS runs
+faster: (xᵀ·g)ᵀ for layers with fewer outputs than inputs (DiT's fc2), gᵀ·x for the others.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ Tensor = torch.Tensor
 
 enabled: bool = False  # training under half autocast: weight gradients from the GEMM in fp32 (no gain, run 43)
 # Half weight gradients dW = gᵀ·x computed as the transposed product (xᵀ·g)ᵀ and copied to W's layout, for layers
-# with fewer than 4× as many outputs as inputs (qkv, proj, fc2; not fc1). In a compiled step the copy is the cast
-# to the fp32 parameter's dtype that runs anyway. Alone on an H200 at DiT-XL/2 (``benchmarks/gemm_layouts.py``,
-# 2026-12-01 run 46) the products took 0.459 / 0.366 / 0.140 ms that way against 0.563 / 0.381 / 0.147 ms for
-# fc2 / qkv / proj, and fc1's 0.578 against 0.503 ms.
-transposed: bool = False
+# with fewer outputs than inputs (DiT's fc2). In a compiled step the copy is the cast to the fp32 parameter's dtype
+# that runs anyway. On an H200 at DiT-XL/2 (2026-12-01): fc2's product took 0.459 ms that way against 0.563 ms
+# alone (``benchmarks/gemm_layouts.py``, run 46) and about 0.49 against 0.59 ms in a training step (run 47). There
+# qkv's transposed product was slower (658 against 676 TFLOP/s) and made inductor's packing of its gradient 1.2 ms
+# slower per step; proj's (square) is the same GEMM either way.
+transposed: bool = True
 
 
 def half_dtype(x: Tensor) -> torch.dtype | None:
@@ -45,7 +49,7 @@ def usable(x: Tensor, weight: Tensor) -> bool:
 
 def transposes(weight: Tensor) -> bool:
     """Whether a half weight gradient of this (out, in) weight is computed transposed (``transposed``)."""
-    return transposed and weight.shape[0] < 4 * weight.shape[1]
+    return transposed and weight.shape[0] < weight.shape[1]
 
 
 def transposing(x: Tensor, weight: Tensor) -> bool:

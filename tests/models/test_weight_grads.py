@@ -29,6 +29,7 @@ def _step(layer, x, bias_grad=True):
 
 
 def test_linear_matches_autocast_and_keeps_the_weight_gradient_in_fp32(monkeypatch):
+    monkeypatch.setattr(weight_grads, "transposed", False)  # the reference: autocast's own gradients
     torch.manual_seed(0)
     layer, x = torch.nn.Linear(48, 40), torch.randn(3, 7, 48) * 4
     out_ref, dx_ref, g = _step(layer, x)
@@ -122,16 +123,18 @@ def test_the_gemm_writes_fp32_on_cuda():
 
 def test_transposed_half_weight_gradients_match_autocasts(monkeypatch):
     """With ``transposed`` the layer's half weight gradient is the transposed product (xᵀ·g)ᵀ, laid out as the
-    weight and cast to fp32: the same bf16 values autocast's gᵀ·x gives, for the layers it applies to (fewer than
-    4× as many outputs as inputs); the fp32 path, where on, comes first."""
+    weight and cast to fp32: the same bf16 values autocast's gᵀ·x gives, for the layers it applies to (fewer outputs
+    than inputs); the fp32 path, where on, comes first."""
     torch.manual_seed(0)
     layer, x = torch.nn.Linear(48, 40), torch.randn(3, 7, 48) * 4
+    monkeypatch.setattr(weight_grads, "transposed", False)  # the reference: autocast's own gradients
     out_ref, dx_ref, _ = _step(layer, x)
     w_ref, b_ref = layer.weight.grad.clone(), layer.bias.grad.clone()
     monkeypatch.setattr(weight_grads, "transposed", True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert weight_grads.transposing(x, layer.weight)
         assert not weight_grads.transposes(torch.empty(4 * 48, 48))  # fc1's shape: as it is
+        assert not weight_grads.transposes(torch.empty(48, 48))  # proj's: the same GEMM either way
         monkeypatch.setattr(weight_grads, "enabled", True)
         assert not weight_grads.transposing(x, layer.weight)  # the fp32 path instead
         monkeypatch.setattr(weight_grads, "enabled", False)
