@@ -15,7 +15,10 @@ bias) ran at 708; fc2's weight gradient (gᵀ·h) at 628 against fc1's (gᵀ·x,
 - weight gradient, gᵀ·x: as autograd runs it (``gᵀ·x``), and as the transposed product's view (``(xᵀ·g)ᵀ``).
 
 Time: median over ``--iters`` rounds of ``--inner`` back-to-back calls (CUDA events), so each row runs long enough
-for the GPU's clock to settle at its power cap, as in a training step. On CPU it runs the same ops at toy size.
+for the GPU's clock to settle at its power cap, as in a training step. Each row also names the kernel cuBLAS (or
+CUTLASS) ran, to compare with the kernels of a training step's profile (``train_throughput.py --profile``): alone, the
+forward's bias GEMMs were the fastest variant (run 46), in training the slowest GEMMs per FLOP. On CPU it runs the
+same ops at toy size.
 """
 
 from __future__ import annotations
@@ -72,6 +75,21 @@ def cases(tokens: int, d: int, device, dtype):
     return rows
 
 
+def main_kernel(fn, device) -> str:
+    """The name of the kernel that takes most of one call's GPU time ("-" off CUDA): which cuBLAS kernel a layout
+    gets, to set beside the kernels a training step's profile names."""
+    if device.type != "cuda":
+        return "-"
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize(device)
+    kernels = [(e.self_device_time_total, e.key) for e in prof.key_averages()
+               if e.device_type.name != "CPU" and e.self_device_time_total > 0]
+    return max(kernels)[1] if kernels else "-"
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_shape_args(ap, iters=7)
@@ -80,7 +98,7 @@ def main(argv=None) -> None:
     pairs, device, dtype = shape_setup(ap, args)
     peak = peak_tflops(device)
     print(f"{'arch':10} {'layer':5} {'pass':12} {'variant':10} {'M':>6} {'N':>5} {'K':>5} {'ms':>8} {'TFLOP/s':>8} "
-          f"{'of peak':>7} {'vs first':>8}")
+          f"{'of peak':>7} {'vs first':>8}  kernel")
     for arch, batch in pairs:
         cfg = get_preset(arch, input_size=args.input_size, in_channels=4)
         tokens = batch * (args.input_size // cfg.patch_size) ** 2
@@ -92,13 +110,14 @@ def main(argv=None) -> None:
             o, i = LAYERS[layer]
             n, k = o * cfg.hidden_size, i * cfg.hidden_size
             share = f"{100 * tflops / peak:6.1f}%" if peak else f"{'-':>7}"
+            kernel = main_kernel(fn, device)
             print(f"{arch:10} {layer:5} {pas:12} {variant:10} {tokens:6d} {n:5d} {k:5d} {1e3 * t:8.4f} "
-                  f"{tflops:8.1f} {share} {ref / t:7.3f}x")
+                  f"{tflops:8.1f} {share} {ref / t:7.3f}x  {kernel[:60]}")
             if args.json:
                 with open(args.json, "a") as f:
                     f.write(json.dumps({"arch": arch, "batch": batch, "layer": layer, "pass": pas,
                                         "variant": variant, "tokens": tokens, "n": n, "k": k, "ms": 1e3 * t,
-                                        "tflops": tflops, "vs_first": ref / t}) + "\n")
+                                        "tflops": tflops, "vs_first": ref / t, "kernel": kernel}) + "\n")
 
 
 if __name__ == "__main__":
