@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hddm_p2p.models import flash_attention, fused_mlp, fused_norm_train
+from hddm_p2p.models import flash_attention, fused_mlp, fused_norm_train, qkv_bias
 from hddm_p2p.models.fused_mlp import linear, residual_linear
 from hddm_p2p.models.fused_norm import modulate  # noqa: F401 (re-exported)
 from hddm_p2p.models.fused_norm_train import add_norm_modulate
@@ -168,6 +168,15 @@ class Attention(nn.Module):
         """``bias_grad=False``: proj's bias gets its gradient from the caller (as ``Mlp.forward``)."""
         return linear(self.proj, self.mix(x), bias_grad)
 
+    def forward_routed(self, x: Tensor, proj_bias: Tensor) -> tuple[Tensor, Tensor]:
+        """``forward(x, bias_grad=False)``, with the qkv bias's gradient from the algebra of attention
+        (``qkv_bias``): returns the output and ``proj_bias`` as the caller's pass that computes its gradient is to
+        take it."""
+        B, T, D = x.shape
+        qkv = linear(self.qkv, x, bias_grad=False).reshape(B, T, 3, self.num_heads, D // self.num_heads)
+        qkv, proj_bias = qkv_bias.route(qkv, self.qkv.bias, proj_bias, self.proj.weight)
+        return linear(self.proj, flash_attention.attention(qkv).reshape(B, T, D), bias_grad=False), proj_bias
+
     def mix(self, x: Tensor) -> Tensor:
         """The heads' outputs (B, T, D), before the output projection. Where the Triton kernels take the
         projection they also sum its gradient over the tokens: the qkv bias's gradient, which then does not
@@ -275,7 +284,10 @@ class DiTBlock(nn.Module):
         x, h = add_norm_modulate(x, branch, gate, shift_msa, scale_msa, self.norm1.eps, bias)
         proj_bias = _routed_bias(self.attn.proj, x)
         fc2_bias = None if last_bias_grad else _routed_bias(self.mlp.fc2, x)
-        branch = self.attn(h, bias_grad=proj_bias is None)
+        if proj_bias is not None and qkv_bias.applies(self.attn.qkv, h, self.attn.num_heads):
+            branch, proj_bias = self.attn.forward_routed(h, proj_bias)
+        else:
+            branch = self.attn(h, bias_grad=proj_bias is None)
         x, h = add_norm_modulate(x, branch, gate_msa, shift_mlp, scale_mlp, self.norm2.eps, proj_bias)
         return x, (self.mlp(h, bias_grad=fc2_bias is None), gate_mlp, fc2_bias)
 

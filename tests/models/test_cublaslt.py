@@ -104,15 +104,10 @@ def test_fused_mlp_trains_like_the_plain_mlp_under_bf16_autocast():
 @cuda
 @pytest.mark.parametrize("transposed", [False, True])
 def test_compiled_dit_training_step_matches_with_the_fused_mlp(monkeypatch, transposed):
-    from hddm_p2p.models import build_dit
+    from tests.models.dit_step import perturbed_cuda_dit
 
     monkeypatch.setattr(weight_grads, "transposed", transposed)
-    torch.manual_seed(0)
-    model = build_dit("DiT-S/2", input_size=16, in_channels=4).cuda()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    x, t = torch.randn(8, 4, 16, 16, device="cuda"), torch.rand(8, device="cuda") * 1000
+    model, x, t = perturbed_cuda_dit()
     grads = {}
     for fused in (False, True):
         Mlp.fused_gelu_training = fused

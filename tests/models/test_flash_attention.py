@@ -245,15 +245,9 @@ def test_kernels_match_sdpa_on_the_gpu(d):
 
 @cuda
 def test_dit_training_step_matches_with_the_kernels():
-    from hddm_p2p.models import build_dit
+    from tests.models.dit_step import perturbed_cuda_dit
 
-    torch.manual_seed(0)
-    model = build_dit("DiT-S/2", input_size=16, in_channels=4).cuda()
-    with torch.no_grad():  # away from DiT's zero init (a zero output and zero gradients compare as 0/0)
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    model.residual_dtype = torch.bfloat16
-    x, t = torch.randn(8, 4, 16, 16, device="cuda"), torch.rand(8, device="cuda") * 1000
+    model, x, t = perturbed_cuda_dit(bf16_residual=True)
     run = torch.compile(model)
     results = []
     for on in (False, True):

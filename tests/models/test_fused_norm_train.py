@@ -199,15 +199,9 @@ def _grads(model, x, t, fused):
 @cuda
 @pytest.mark.parametrize("compiled", [False, True])
 def test_dit_training_step_matches_with_the_fused_norm_kernels(compiled):
-    from hddm_p2p.models import build_dit
+    from tests.models.dit_step import perturbed_cuda_dit
 
-    torch.manual_seed(0)
-    model = build_dit("DiT-S/2", input_size=16, in_channels=4).cuda()
-    model.residual_dtype = torch.bfloat16
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    x, t = torch.randn(8, 4, 16, 16, device="cuda"), torch.rand(8, device="cuda") * 1000
+    model, x, t = perturbed_cuda_dit(bf16_residual=True)
     run = torch.compile(model) if compiled else model
     torch._dynamo.reset()
     out_ref, ref = _grads(run, x, t, False)
