@@ -48,8 +48,8 @@ def _sm90_bias(x, w, b):
 
 
 def cases(tokens: int, d: int, device, dtype):
-    """(layer, pass, variant, flops, fn) for every matmul of one block; each variant of a pass computes the same
-    product."""
+    """(layer, pass, variant, n, k, fn) for every matmul of one block (tokens × n outputs × k inputs); each variant
+    of a pass computes the same product."""
     g = torch.Generator(device=device).manual_seed(0)
     rows = []
     for layer, (o, i) in LAYERS.items():
@@ -59,7 +59,6 @@ def cases(tokens: int, d: int, device, dtype):
         w = (torch.randn(n, k, generator=g, device=device) * k ** -0.5).to(dtype)
         b = torch.randn(n, generator=g, device=device).to(dtype)
         wt = w.t().contiguous()
-        flops = 2 * tokens * n * k
         fwd = [("x·Wᵀ +b", lambda x=x, w=w, b=b: torch.addmm(b, x, w.t())),
                ("x·Wᵀ", lambda x=x, w=w: x @ w.t()),
                ("x·Wt", lambda x=x, wt=wt: x @ wt),
@@ -67,11 +66,11 @@ def cases(tokens: int, d: int, device, dtype):
         sm90 = _sm90_bias(x, w, b)
         if sm90 is not None:
             fwd.append(("sm90 +b", sm90))
-        rows += [(layer, "forward", v, flops, fn) for v, fn in fwd]
-        rows += [(layer, "input grad", "g·W", flops, lambda grad=grad, w=w: grad @ w),
-                 (layer, "input grad", "g·Wtᵀ", flops, lambda grad=grad, wt=wt: grad @ wt.t())]
-        rows += [(layer, "weight grad", "gᵀ·x", flops, lambda grad=grad, x=x: grad.t() @ x),
-                 (layer, "weight grad", "(xᵀ·g)ᵀ", flops, lambda grad=grad, x=x: (x.t() @ grad).t())]
+        rows += [(layer, "forward", v, n, k, fn) for v, fn in fwd]
+        rows += [(layer, "input grad", "g·W", n, k, lambda grad=grad, w=w: grad @ w),
+                 (layer, "input grad", "g·Wtᵀ", n, k, lambda grad=grad, wt=wt: grad @ wt.t())]
+        rows += [(layer, "weight grad", "gᵀ·x", n, k, lambda grad=grad, x=x: grad.t() @ x),
+                 (layer, "weight grad", "(xᵀ·g)ᵀ", n, k, lambda grad=grad, x=x: (x.t() @ grad).t())]
     return rows
 
 
@@ -103,12 +102,10 @@ def main(argv=None) -> None:
         cfg = get_preset(arch, input_size=args.input_size, in_channels=4)
         tokens = batch * (args.input_size // cfg.patch_size) ** 2
         first = {}
-        for layer, pas, variant, flops, fn in cases(tokens, cfg.hidden_size, device, dtype):
+        for layer, pas, variant, n, k, fn in cases(tokens, cfg.hidden_size, device, dtype):
             t = median_time(fn, args.iters, device, warmup=3, inner=args.inner)
             ref = first.setdefault((layer, pas), t)
-            tflops = flops / t / 1e12
-            o, i = LAYERS[layer]
-            n, k = o * cfg.hidden_size, i * cfg.hidden_size
+            tflops = 2 * tokens * n * k / t / 1e12
             share = f"{100 * tflops / peak:6.1f}%" if peak else f"{'-':>7}"
             kernel = main_kernel(fn, device)
             print(f"{arch:10} {layer:5} {pas:12} {variant:10} {tokens:6d} {n:5d} {k:5d} {1e3 * t:8.4f} "

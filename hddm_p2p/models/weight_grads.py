@@ -40,11 +40,16 @@ def half_dtype(x: Tensor) -> torch.dtype | None:
     return x.dtype if x.dtype in (torch.bfloat16, torch.float16) else None
 
 
+def _trains_in_half(x: Tensor, weight: Tensor) -> bool:
+    """An fp32 weight that takes a gradient, with the layer computed in half precision (autocast or half inputs)."""
+    return (torch.is_grad_enabled() and weight.requires_grad and weight.dtype == torch.float32
+            and half_dtype(x) is not None)
+
+
 def usable(x: Tensor, weight: Tensor) -> bool:
     """Whether ``linear`` takes the fp32-gradient path: ``enabled``, an fp32 weight that takes a gradient and
     half-precision compute."""
-    return (enabled and torch.is_grad_enabled() and weight.requires_grad and weight.dtype == torch.float32
-            and half_dtype(x) is not None)
+    return enabled and _trains_in_half(x, weight)
 
 
 def transposes(weight: Tensor) -> bool:
@@ -55,8 +60,7 @@ def transposes(weight: Tensor) -> bool:
 def transposing(x: Tensor, weight: Tensor) -> bool:
     """Whether ``linear`` takes the transposed weight-gradient path (and not the fp32 one): ``transposes`` the
     weight, an fp32 weight that takes a gradient, half-precision compute."""
-    return (not usable(x, weight) and transposes(weight) and torch.is_grad_enabled() and weight.requires_grad
-            and weight.dtype == torch.float32 and half_dtype(x) is not None)
+    return not enabled and transposes(weight) and _trains_in_half(x, weight)
 
 
 def weight_grad_half(grad: Tensor, x: Tensor, weight: Tensor) -> Tensor:

@@ -35,7 +35,7 @@ def test_each_layout_computes_the_same_product():
 
     rows = gemm_layouts.cases(16, 8, torch.device("cpu"), torch.float64)
     by_pass = {}
-    for layer, pas, variant, flops, fn in rows:  # the forward's products with and without the bias apart
+    for layer, pas, variant, _n, _k, fn in rows:  # the forward's products with and without the bias apart
         by_pass.setdefault((layer, pas, "+b" in variant), []).append((variant, fn()))
     assert len(by_pass) == 16 and all(len(outs) == 2 for outs in by_pass.values())
     for key, ((_, first), (variant, out)) in by_pass.items():
