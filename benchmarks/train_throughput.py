@@ -45,9 +45,7 @@ combo kernels``: the three together; ``+norm bias grads``: the ``+norm sums kern
 bias gradients from the norm backward (``fused_norm_train.bias_grads``; attention stays on SDPA: the library's
 default for DiT-XL/2); ``+transposed weight grads``: that row with fc2's weight gradient as the transposed product
 (``hddm_p2p.models.weight_grads.transposed``); ``+qkv bias algebra``: that row with the qkv
-bias's gradient from the algebra of attention, k's third 0 and v's from proj's (``hddm_p2p.models.qkv_bias``);
-``+cutlass forward gemms``: the ``+transposed weight grads`` row with the forward's bias GEMMs (qkv, proj, fc2)
-through CUTLASS's bias epilogue (``hddm_p2p.models.bias_gemm``); ``+cutlass forward and qkv algebra``: both; ``+data from host
+bias's gradient from the algebra of attention, k's third 0 and v's from proj's (``hddm_p2p.models.qkv_bias``); ``+data from host
 memory`` /
 ``+data on the GPU``: the ``+gelu epilogues`` row fed by the training loop's own source (``MemorySource``) over
 50,000 precomputed fp16 latents, each batch copied from host memory, or gathered on the GPU where the source
@@ -71,8 +69,8 @@ from contextlib import nullcontext
 import torch
 from _common import attention_backend, fresh_compiles, kernel_breakdown, peak_tflops
 
-from hddm_p2p.models import (bias_gemm, build_dit, flash_attention, fused_norm_train, get_preset, qkv_bias,
-                             sm90_gemm, weight_grads)
+from hddm_p2p.models import (build_dit, flash_attention, fused_norm_train, get_preset, qkv_bias, sm90_gemm,
+                             weight_grads)
 from hddm_p2p.train.data import InMemoryData, MemorySource
 from hddm_p2p.models.flops import dit_flops
 from hddm_p2p.models.layers import Mlp
@@ -109,7 +107,6 @@ class Variant:
                                      # (``weight_grads.enabled``), not cast from bf16 by a kernel after them
     qkv_bias_algebra: bool = False  # the qkv bias's gradient from the algebra of attention (``qkv_bias.enabled``)
     transposed_grads: bool = False  # half weight gradients with fewer outputs than inputs (fc2) as (xᵀ·g)ᵀ
-    cutlass_forward: bool = False  # the forward's bias GEMMs through CUTLASS (``bias_gemm.enabled``)
                                     # (``weight_grads.transposed``)
     step_graph: bool = False       # the whole step (forward, backward, clipping, AdamW, EMA) as one CUDA graph
     data: str = "synthetic"        # "synthetic": one latent batch on the GPU | "host" / "resident": batches drawn
@@ -162,12 +159,6 @@ LADDER: dict[str, Variant] = {v.name: v for v in [
             fused_norm=True, sm90=True, sums_kernel=True, bias_grads=True, transposed_grads=True),
     Variant("+qkv bias algebra", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True,
             sm90=True, sums_kernel=True, bias_grads=True, transposed_grads=True, qkv_bias_algebra=True),
-    Variant("+cutlass forward gemms", "bf16", compile="model", residual="bf16", gelu_epilogues=True,
-            fused_norm=True, sm90=True, sums_kernel=True, bias_grads=True, transposed_grads=True,
-            cutlass_forward=True),
-    Variant("+cutlass forward and qkv algebra", "bf16", compile="model", residual="bf16", gelu_epilogues=True,
-            fused_norm=True, sm90=True, sums_kernel=True, bias_grads=True, transposed_grads=True,
-            cutlass_forward=True, qkv_bias_algebra=True),
     Variant("+sm90 gemms and cuda graphs", "bf16", compile="model", mode="reduce-overhead", residual="bf16",
             gelu_epilogues=True, fused_norm=True, sm90=True),
     Variant("+cuda graphs", "bf16", compile="model", mode="reduce-overhead", residual="bf16", gelu_epilogues=True,
@@ -223,7 +214,6 @@ def _time_training(arch: str, batch: int, steps: int, warmup: int, device: torch
     weight_grads.enabled = v.fp32_weight_grads
     weight_grads.transposed = v.transposed_grads
     qkv_bias.enabled = v.qkv_bias_algebra
-    bias_gemm.enabled = v.cutlass_forward and v.sm90
     flash_attention.forward_backend, flash_attention.backward = v.attention_arrangement
     torch.backends.cudnn.allow_tf32 = v.dtype != "fp32"
     torch.manual_seed(0)

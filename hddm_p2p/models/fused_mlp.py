@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hddm_p2p.models import bias_gemm, cublaslt, sm90_gemm, weight_grads
+from hddm_p2p.models import cublaslt, sm90_gemm, weight_grads
 from hddm_p2p.models.fused_norm import records_grad
 
 Tensor = torch.Tensor
@@ -65,8 +65,7 @@ def linear(layer: nn.Linear, x: Tensor, bias_grad: bool = True) -> Tensor:
     """``layer(x)``; with ``cublaslt.sampling``, sampling on CUDA takes cuBLASLt's measured algorithm.
     ``bias_grad=False``: the bias is added detached, its gradient left to the caller (a later kernel that sums
     the output's gradient over the tokens anyway)."""
-    if (weight_grads.usable(x, layer.weight) or weight_grads.transposing(x, layer.weight)
-            or (layer.bias is not None and weight_grads.trains_in_half(x, layer.weight) and bias_gemm.runs(x.device))):
+    if weight_grads.usable(x, layer.weight) or weight_grads.transposing(x, layer.weight):
         bias = layer.bias if bias_grad or layer.bias is None else layer.bias.detach()
         return weight_grads.linear(x, layer.weight, bias)
     if not bias_grad and layer.bias is not None:
@@ -94,7 +93,7 @@ class _FusedMlp(torch.autograd.Function):
         h, pre = cublaslt.linear_gelu_aux(x, w1h, b1h)
         ctx.save_for_backward(x, w1h, w2h, h, pre)
         ctx.fp32 = w1.dtype == torch.float32
-        return bias_gemm.linear(h, w2h, b2h)
+        return torch.addmm(b2h, h, w2h.t())
 
     @staticmethod
     def backward(ctx, grad: Tensor):

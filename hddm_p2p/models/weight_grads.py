@@ -19,8 +19,7 @@ faster: (xᵀ·g)ᵀ for layers with fewer outputs than inputs (DiT's fc2), gᵀ
 from __future__ import annotations
 
 import torch
-
-from hddm_p2p.models import bias_gemm
+import torch.nn.functional as F
 
 Tensor = torch.Tensor
 
@@ -41,7 +40,7 @@ def half_dtype(x: Tensor) -> torch.dtype | None:
     return x.dtype if x.dtype in (torch.bfloat16, torch.float16) else None
 
 
-def trains_in_half(x: Tensor, weight: Tensor) -> bool:
+def _trains_in_half(x: Tensor, weight: Tensor) -> bool:
     """An fp32 weight that takes a gradient, with the layer computed in half precision (autocast or half inputs)."""
     return (torch.is_grad_enabled() and weight.requires_grad and weight.dtype == torch.float32
             and half_dtype(x) is not None)
@@ -50,7 +49,7 @@ def trains_in_half(x: Tensor, weight: Tensor) -> bool:
 def usable(x: Tensor, weight: Tensor) -> bool:
     """Whether ``linear`` takes the fp32-gradient path: ``enabled``, an fp32 weight that takes a gradient and
     half-precision compute."""
-    return enabled and trains_in_half(x, weight)
+    return enabled and _trains_in_half(x, weight)
 
 
 def transposes(weight: Tensor) -> bool:
@@ -61,7 +60,7 @@ def transposes(weight: Tensor) -> bool:
 def transposing(x: Tensor, weight: Tensor) -> bool:
     """Whether ``linear`` takes the transposed weight-gradient path (and not the fp32 one): ``transposes`` the
     weight, an fp32 weight that takes a gradient, half-precision compute."""
-    return not enabled and transposes(weight) and trains_in_half(x, weight)
+    return not enabled and transposes(weight) and _trains_in_half(x, weight)
 
 
 def weight_grad_half(grad: Tensor, x: Tensor, weight: Tensor) -> Tensor:
@@ -99,7 +98,7 @@ class _Linear(torch.autograd.Function):
         x, w = x.to(dtype), weight.to(dtype)
         ctx.save_for_backward(x, w)
         ctx.fp32_grads = fp32_grads
-        return bias_gemm.linear(x, w, None if bias is None else bias.to(dtype))
+        return F.linear(x, w, None if bias is None else bias.to(dtype))
 
     @staticmethod
     def backward(ctx, grad: Tensor):

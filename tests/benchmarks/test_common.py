@@ -91,3 +91,15 @@ def test_annotated_regions_are_no_kernels():
     region = _kernel(0, 1000, "## Call CompiledFxGraph abc ##")
     assert idle_summary([region, _kernel(0, 100, "gemm"), _kernel(300, 400, "norm")], steps=1)[0].endswith(
         "idle 0.20 ms (50.0%) in 1 gaps; longest:")
+
+
+def test_matmul_rows_say_when_the_ops_hold_more_of_a_kernel_than_ran():
+    """Rows holding 3 ms per step of a kernel whose own events add up to 2 ms: one line names it; a kernel held as
+    long as it ran gets none."""
+    events = (_op("aten::addmm", [[8], [16, 8], [8, 8], [], []], 2, 4000.0)  # 2 ms per step over 2 steps
+              + _op("aten::mm", [[16, 8], [8, 8]], 2, 2000.0))  # 1 ms more of the same kernel
+    lines = matmul_rows(events, steps=2, peak=None, kernel_ms={"nvjet_sm90_tst_192x192": 2.0, "nvjet_other": 1.0})
+    flagged = [line for line in lines if line.startswith("  !")]
+    assert len(flagged) == 1 and "3.000 ms" in flagged[0] and "ran 2.000 ms" in flagged[0]
+    exact = matmul_rows(events, steps=2, peak=None, kernel_ms={"nvjet_sm90_tst_192x192": 3.0})
+    assert not any(line.startswith("  !") for line in exact)

@@ -47,7 +47,9 @@ def test_the_algebra_gives_autograds_gradients_in_fp64():
 
 def test_applies_only_when_enabled_with_a_bias_to_train(monkeypatch):
     layer, x = torch.nn.Linear(8, 24), torch.randn(2, 3, 8)
-    assert not qkv_bias.applies(layer, x, 2)  # off by default
+    assert qkv_bias.enabled  # on by default
+    monkeypatch.setattr(qkv_bias, "enabled", False)
+    assert not qkv_bias.applies(layer, x, 2)
     monkeypatch.setattr(qkv_bias, "enabled", True)
     assert qkv_bias.applies(layer, x, 2)
     with torch.no_grad():
