@@ -17,8 +17,8 @@ bias) ran at 708; fc2's weight gradient (gᵀ·h) at 628 against fc1's (gᵀ·x,
 Time: median over ``--iters`` rounds of ``--inner`` back-to-back calls (CUDA events), so each row runs long enough
 for the GPU's clock to settle at its power cap, as in a training step. Each row also names the kernel cuBLAS (or
 CUTLASS) ran, to compare with the kernels of a training step's profile (``train_throughput.py --profile``): alone, the
-forward's bias GEMMs were the fastest variant (run 46), in training the slowest GEMMs per FLOP. On CPU it runs the
-same ops at toy size.
+forward's bias GEMMs were the fastest variant (run 46), and their kernel ran within 7 % of that speed in a training
+step (runs 50-53; the profile's per-op table had over-counted them). On CPU it runs the same ops at toy size.
 """
 
 from __future__ import annotations

@@ -1,21 +1,16 @@
 """The attention-width benchmark runs at toy size on CPU (SDPA's math path) and prints one row per width."""
 
-import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "attention_heads.py"
+from tests.benchmarks import BENCHMARKS, run_rows
+
+SCRIPT = BENCHMARKS / "attention_heads.py"
 
 
 def test_attention_heads_times_real_and_padded_widths(tmp_path):
-    log = tmp_path / "rows.jsonl"
-    out = subprocess.run([sys.executable, str(SCRIPT), "--arch", "tiny", "--batch", "2", "--input-size", "8",
-                          "--pad", "64", "--iters", "2", "--device", "cpu", "--json", str(log)],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert out.returncode == 0, out.stderr
-    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    _, rows = run_rows("attention_heads.py", tmp_path, "--arch", "tiny", "--batch", "2", "--input-size", "8",
+                       "--pad", "64", "--iters", "2", "--device", "cpu")
     assert [r["width"] for r in rows] == [rows[0]["real_width"], 64]
     assert rows[0]["vs_real"] == 1.0 and all(r["seconds"] > 0 and r["tflops"] > 0 for r in rows)
 

@@ -1,21 +1,15 @@
 """The GEMM layout benchmark runs at toy size on CPU and prints every matmul of a block in each layout."""
 
-import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gemm_layouts.py"
+from tests.benchmarks import BENCHMARKS, run_rows
+
+SCRIPT = BENCHMARKS / "gemm_layouts.py"
 
 
 def test_gemm_layouts_times_every_pass_of_every_layer(tmp_path):
-    log = tmp_path / "rows.jsonl"
-    out = subprocess.run([sys.executable, str(SCRIPT), "--arch", "tiny", "--batch", "2", "--input-size", "8",
-                          "--iters", "2", "--inner", "2", "--device", "cpu", "--json", str(log)],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert out.returncode == 0, out.stderr
-    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    _, rows = run_rows("gemm_layouts.py", tmp_path, "--arch", "tiny", "--batch", "2", "--input-size", "8",
+                       "--iters", "2", "--inner", "2", "--device", "cpu")
     assert [r["layer"] for r in rows[::8]] == ["qkv", "proj", "fc1", "fc2"]
     assert [r["variant"] for r in rows[:8]] == ["x·Wᵀ +b", "x·Wᵀ", "x·Wt", "x·Wt +b", "g·W", "g·Wtᵀ", "gᵀ·x",
                                                 "(xᵀ·g)ᵀ"]  # no sm90 row: no Hopper GPU here

@@ -1,22 +1,15 @@
 """The routed-sampling benchmark runs at toy size on CPU and prints every row (no timing asserts)."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "routed_sampling.py"
+from tests.benchmarks import run_rows
 
 
 def test_routed_sampling_prints_step_times_and_images_per_second(tmp_path):
-    log = tmp_path / "rows.jsonl"
-    out = subprocess.run([sys.executable, str(SCRIPT), "--arch", "tiny", "--router-arch", "tiny", "--experts", "3",
-                          "--batch", "6", "--size", "8", "--steps", "2", "--iters", "1", "--modes", "eager",
-                          "--device", "cpu", "--json", str(log)],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert out.returncode == 0, out.stderr
-    rows = {r["row"]: r for r in map(json.loads, log.read_text().splitlines())}
+    out, rows = run_rows("routed_sampling.py", tmp_path, "--arch", "tiny", "--router-arch", "tiny", "--experts", "3",
+                         "--batch", "6", "--size", "8", "--steps", "2", "--iters", "1", "--modes", "eager",
+                         "--device", "cpu")
+    rows = {r["row"]: r for r in rows}
     assert {"reference eager", "top-2 eager", "top-2 +batch-cfg eager", "naive eager", "sample heun 2 eager"} == set(rows)
     assert all(r["s_per_step"] > 0 for k, r in rows.items() if "s_per_step" in r)
     assert rows["sample heun 2 eager"]["images_per_s"] > 0

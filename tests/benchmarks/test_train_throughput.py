@@ -3,9 +3,10 @@
 import re
 import subprocess
 import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "train_throughput.py"
+from tests.benchmarks import BENCHMARKS, run_rows
+
+SCRIPT = BENCHMARKS / "train_throughput.py"
 
 
 def test_train_throughput_prints_images_per_second():
@@ -21,15 +22,8 @@ def test_train_throughput_prints_images_per_second():
 
 
 def test_train_throughput_ladder_prints_one_row_per_step(tmp_path):
-    import json
-    import os
-
-    log = tmp_path / "rows.jsonl"
-    out = subprocess.run([sys.executable, str(SCRIPT), "--arch", "tiny", "--batch", "2", "--steps", "2", "--warmup", "1",
-                          "--device", "cpu", "--variants", "fp32 eager,bf16 eager,+fused adamw", "--json", str(log)],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert out.returncode == 0, out.stderr
-    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    out, rows = run_rows("train_throughput.py", tmp_path, "--arch", "tiny", "--batch", "2", "--steps", "2",
+                         "--warmup", "1", "--device", "cpu", "--variants", "fp32 eager,bf16 eager,+fused adamw")
     assert [r["mode"] for r in rows] == ["fp32 eager", "bf16 eager", "+fused adamw"]
     assert all(r["images_per_s"] > 0 and r["train_flops"] > 0 for r in rows)
     bad = subprocess.run([sys.executable, str(SCRIPT), "--arch", "tiny", "--device", "cpu", "--variants", "fast"],
@@ -42,16 +36,10 @@ def test_train_throughput_data_clip_and_graph_rows(tmp_path):
     row reports why it cannot run instead of failing the script; the clip row steps the fused AdamW with the
     clipping factor (CPU fused AdamW); the CUDA-graph row compiles with ``mode="reduce-overhead"`` (no graphs on
     the CPU) and marks each step's start."""
-    import json
-    import os
-
-    log = tmp_path / "rows.jsonl"
     rows = "+data from host memory,+data on the GPU,+clip in the step,+cuda graphs"
-    out = subprocess.run([sys.executable, str(SCRIPT), "--arch", "tiny", "--batch", "2", "--steps", "2", "--warmup", "1",
-                          "--device", "cpu", "--variants", rows, "--json", str(log)],
-                         capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert out.returncode == 0, out.stderr
-    host, resident, clip, graphs = [json.loads(line) for line in log.read_text().splitlines()]
+    _, (host, resident, clip, graphs) = run_rows("train_throughput.py", tmp_path, "--arch", "tiny", "--batch", "2",
+                                                 "--steps", "2", "--warmup", "1", "--device", "cpu",
+                                                 "--variants", rows, timeout=600)
     assert host["mode"] == "+data from host memory" and host["images_per_s"] > 0
     assert "stay in host memory" in resident["error"]
     assert clip["mode"] == "+clip in the step" and clip["images_per_s"] > 0
@@ -61,9 +49,6 @@ def test_train_throughput_data_clip_and_graph_rows(tmp_path):
 def test_train_throughput_norm_sums_and_weight_grad_rows(tmp_path):
     """The rows with the norm passes' sums added by our kernel (on the CPU as the rows they build on, since the
     fused norm kernels take CUDA tensors) and the fp32 weight gradients run, and say which switches they set."""
-    import json
-    import os
-
     sys.path.insert(0, str(SCRIPT.parent))
     import train_throughput
 
@@ -73,9 +58,6 @@ def test_train_throughput_norm_sums_and_weight_grad_rows(tmp_path):
     together = train_throughput.LADDER["+sums kernel and fp32 grads and combo kernels"]
     assert together.sums_kernel and together.fp32_weight_grads and ("combo_kernels", True) in together.inductor
     assert not any("," in name for name in train_throughput.LADDER)  # --variants and $LADDER split on commas
-    log = tmp_path / "rows.jsonl"
-    out = subprocess.run([sys.executable, str(SCRIPT), "--arch", "tiny", "--batch", "2", "--steps", "1",
-                          "--warmup", "1", "--device", "cpu", "--variants", ",".join(rows), "--json", str(log)],
-                         capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert out.returncode == 0, out.stderr
-    assert [json.loads(line)["mode"] for line in log.read_text().splitlines()] == rows
+    _, got = run_rows("train_throughput.py", tmp_path, "--arch", "tiny", "--batch", "2", "--steps", "1",
+                      "--warmup", "1", "--device", "cpu", "--variants", ",".join(rows), timeout=600)
+    assert [r["mode"] for r in got] == rows
