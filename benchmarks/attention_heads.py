@@ -10,7 +10,10 @@ them out (q, k, v are views of one (B, T, 3, H, d) projection), so the backward 
 back into that layout. TFLOP/s counts the real width only: 4·B·H·T²·d forward, 2.5× that backward.
 ``triton``: ``hddm_p2p.models.flash_attention`` (cuDNN's forward, asked for its log-sum-exp, then the Triton backward
 with one program per head), which reads the packed projection and writes its gradient in place of the packing
-copy, its error against fp32 SDPA printed; ``triton-blocks``: the backward with one program per (block, head).
+copy, its error against fp32 SDPA printed; ``triton-blocks``: the backward with one program per (block, head);
+``fa4``: cuDNN's forward then FlashAttention-4's Hopper backward (``hddm_p2p.models.fa4_attention``), which also
+reads the packed projection and writes its gradient; ``fa4-forward``: FlashAttention-4's forward too. For each of
+these kernels of ours, the errors of the output and of the gradient are printed, and the host's time per call.
 Time: median over ``--iters`` rounds between CUDA events. On CPU: the math backend at toy size.
 """
 
@@ -18,13 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
 import torch
 import torch.nn.functional as F
 
 from _common import add_shape_args, attention_backend, median_time, shape_setup
 
-from hddm_p2p.models import flash_attention, get_preset
+from hddm_p2p.models import fa4_attention, flash_attention, get_preset
 
 
 def attention_step(qkv: torch.Tensor, grad: torch.Tensor, scale: float) -> None:
@@ -39,9 +43,9 @@ def triton_step(qkv: torch.Tensor, grad: torch.Tensor, scale: float) -> None:
     out.backward(grad.transpose(1, 2))
 
 
-def triton_error(qkv: torch.Tensor, grad: torch.Tensor, real: int) -> float:
-    """The larger relative error (Frobenius) of the kernels' output and qkv gradient against fp32 SDPA, on the
-    first eight samples."""
+def kernel_error(qkv: torch.Tensor, grad: torch.Tensor, real: int) -> tuple[float, float]:
+    """The relative errors (Frobenius) of the kernels' output and qkv gradient against fp32 SDPA, on the first
+    eight samples."""
     x = qkv.detach()[:8].clone().requires_grad_()
     ref = x.detach().float().requires_grad_()
     g = grad[:8].transpose(1, 2)
@@ -49,8 +53,21 @@ def triton_error(qkv: torch.Tensor, grad: torch.Tensor, real: int) -> float:
     out.backward(g)
     want = flash_attention.reference(ref, scale=real ** -0.5)
     want.backward(g.float())
-    return max(((out.float() - want).norm() / want.norm()).item(),
-               ((x.grad.float() - ref.grad).norm() / ref.grad.norm()).item())
+    return (((out.float() - want).norm() / want.norm()).item(),
+            ((x.grad.float() - ref.grad).norm() / ref.grad.norm()).item())
+
+
+def host_ms(fn, device, calls: int = 20) -> float:
+    """Milliseconds of host time per call of ``fn``: the Python and launch work, while the GPU's queue absorbs
+    the kernels (each call's kernels are far fewer than the queue holds)."""
+    fn()
+    torch.cuda.synchronize(device) if device.type == "cuda" else None
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    t = time.perf_counter() - t0
+    torch.cuda.synchronize(device) if device.type == "cuda" else None
+    return t / calls * 1e3
 
 
 def time_row(batch: int, tokens: int, heads: int, width: int, real: int, backend: str, device, dtype,
@@ -62,19 +79,29 @@ def time_row(batch: int, tokens: int, heads: int, width: int, real: int, backend
     grad = torch.randn(batch, heads, tokens, width, device=device, generator=g).to(dtype)
     grad[..., real:] = 0
     triton = backend.startswith("triton")
-    step = triton_step if triton else attention_step
+    ours = triton or backend.startswith("fa4")  # through flash_attention.attention, from and to the packed layout
+    step = triton_step if ours else attention_step
     flash_attention.enabled = triton
+    fa4_before, fa4_attention.enabled = fa4_attention.enabled, backend.startswith("fa4")
+    fa4_attention.forward_backend = "fa4" if backend == "fa4-forward" else "cudnn"
     flash_attention.backward = "blocks" if backend == "triton-blocks" else "head"
     flash_attention.forward_backend = "cudnn" if device.type == "cuda" else "triton"  # cuDNN's, then the Triton backward
     try:
-        with attention_backend("auto" if triton else backend):
+        if backend.startswith("fa4") and not fa4_attention.usable(qkv):
+            raise RuntimeError("needs FlashAttention-4 (pip install flash-attn-4) and a Hopper GPU")
+        with attention_backend("auto" if ours else backend):
             t = median_time(lambda: step(qkv, grad, real ** -0.5), iters, device, warmup=3)
-        if triton and width == real:
-            print(f"  {backend} d={width}: relative error against fp32 SDPA: {triton_error(qkv, grad, real):.2e}")
+        if ours and width == real:
+            out_err, grad_err = kernel_error(qkv, grad, real)
+            print(f"  {backend} d={width}: relative error against fp32 SDPA: output {out_err:.2e}, "
+                  f"gradient {grad_err:.2e}; host {host_ms(lambda: step(qkv, grad, real ** -0.5), device):.3f} "
+                  "ms per forward + backward")
         return t
     except RuntimeError as e:  # this backend has no kernel for this shape/GPU
         print(f"  {backend} d={width}: unavailable ({str(e).splitlines()[0][:90]})")
         return None
+    finally:
+        fa4_attention.enabled = fa4_before
 
 
 def main(argv=None) -> None:
@@ -82,7 +109,7 @@ def main(argv=None) -> None:
     add_shape_args(ap)
     ap.add_argument("--pad", action="append", type=int, default=[], help="also time heads padded to this width")
     ap.add_argument("--backends", default=None,
-                    help="comma-separated: cudnn,flash,efficient,triton,triton-blocks (GPU), math (CPU)")
+                    help="comma-separated: cudnn,flash,efficient,triton,triton-blocks,fa4,fa4-forward (GPU), auto (CPU)")
     args = ap.parse_args(argv)
     pairs, device, dtype = shape_setup(ap, args)
     cuda = device.type == "cuda"

@@ -9,7 +9,7 @@
 # time limit (T_<section> seconds), so one slow compile cannot take the others down. Logs and JSON lines
 # go to $LOGS (default /tmp/bench-logs), packed into $OUT/logs.tgz at the end; the tables are printed again. diffusers must be importable for the
 # comparison rows; Kubo ($HDDM_KUBO_BIN, or .devcarry/ipfs.xz unpacked) for publish_fetch. $LADDER / $FWD pick the
-# training / forward rows ($XL2_BATCH the DiT-XL/2 training batch, 128; $FWD_ARCHS the forward section's --arch/--batch pairs), $TESTS the pytest arguments of the tests section. On one GPU leave LANE0/LANE1 unset:
+# training / forward rows ($XL2_BATCH the DiT-XL/2 training batch, 128; $FWD_ARCHS the forward section's --arch/--batch pairs), $TESTS the pytest arguments of the tests section, $ATT_ARGS the attention section's arguments. On one GPU leave LANE0/LANE1 unset:
 # SECTIONS alone chooses (an empty lane runs nothing). The +sm90 rows use $HDDM_SM90_GEMM_LIB, or build the CUTLASS
 # kernels on first use (nvcc and the nvidia-cutlass package needed).
 set -u
@@ -37,8 +37,8 @@ run_section() {  # run_section NAME: one section, under its time limit, logged
                --json "$LOGS/gemm.jsonl") ;;
     layouts) cmd=(python3 benchmarks/gemm_layouts.py --arch DiT-XL/2 --batch 128 --arch DiT-B/2 --batch 256
                   --json "$LOGS/layouts.jsonl") ;;
-    attention) cmd=(python3 benchmarks/attention_heads.py --arch DiT-XL/2 --batch 128 --arch DiT-B/2 --batch 256
-                    --pad 80 --pad 96 --pad 128 --json "$LOGS/attention.jsonl") ;;
+    attention) cmd=(python3 benchmarks/attention_heads.py ${ATT_ARGS:---arch DiT-XL/2 --batch 128 --arch DiT-B/2 --batch 256
+                    --pad 80 --pad 96 --pad 128} --json "$LOGS/attention.jsonl") ;;
     norm) cmd=(python3 benchmarks/norm_bandwidth.py --arch DiT-XL/2 --batch 128 --arch DiT-B/2 --batch 256
                --json "$LOGS/norm.jsonl") ;;
     train_b2) cmd=(python3 benchmarks/train_throughput.py --arch DiT-B/2 --batch 256 --baseline-batch 64 --steps 10

@@ -45,8 +45,10 @@ combo kernels``: the three together; ``+norm bias grads``: the ``+norm sums kern
 bias gradients from the norm backward (``fused_norm_train.bias_grads``; attention stays on SDPA: the library's
 default for DiT-XL/2); ``+transposed weight grads``: that row with fc2's weight gradient as the transposed product
 (``hddm_p2p.models.weight_grads.transposed``); ``+qkv bias algebra``: that row with the qkv
-bias's gradient from the algebra of attention, k's third 0 and v's from proj's (``hddm_p2p.models.qkv_bias``); ``+data from host
-memory`` /
+bias's gradient from the algebra of attention, k's third 0 and v's from proj's (``hddm_p2p.models.qkv_bias``); ``+fa4 attention``: that
+row with self-attention through FlashAttention-4's Hopper kernels where SDPA ran (``hddm_p2p.models.fa4_attention``,
+the flash-attn-4 package), ``+fa4 attention in one graph`` that row's whole step captured as one CUDA graph (the
+kernels' Python interface costs about 1 ms of host time per layer); ``+data from host memory`` /
 ``+data on the GPU``: the ``+gelu epilogues`` row fed by the training loop's own source (``MemorySource``) over
 50,000 precomputed fp16 latents, each batch copied from host memory, or gathered on the GPU where the source
 keeps them (every other row reuses one latent batch already on the GPU); ``+multi-kernel``: each
@@ -69,8 +71,8 @@ from contextlib import nullcontext
 import torch
 from _common import attention_backend, fresh_compiles, kernel_breakdown, peak_tflops
 
-from hddm_p2p.models import (build_dit, flash_attention, fused_norm_train, get_preset, qkv_bias, sm90_gemm,
-                             weight_grads)
+from hddm_p2p.models import (build_dit, fa4_attention, flash_attention, fused_norm_train, get_preset, qkv_bias,
+                             sm90_gemm, weight_grads)
 from hddm_p2p.train.data import InMemoryData, MemorySource
 from hddm_p2p.models.flops import dit_flops
 from hddm_p2p.models.layers import Mlp
@@ -108,6 +110,8 @@ class Variant:
     qkv_bias_algebra: bool = False  # the qkv bias's gradient from the algebra of attention (``qkv_bias.enabled``)
     transposed_grads: bool = False  # half weight gradients with fewer outputs than inputs (fc2) as (xᵀ·g)ᵀ
                                     # (``weight_grads.transposed``)
+    fa4_attention: bool = False    # self-attention where SDPA would run through FlashAttention-4's kernels
+                                   # (``hddm_p2p.models.fa4_attention``; needs the flash-attn-4 package)
     step_graph: bool = False       # the whole step (forward, backward, clipping, AdamW, EMA) as one CUDA graph
     data: str = "synthetic"        # "synthetic": one latent batch on the GPU | "host" / "resident": batches drawn
                                    # by the training loop's ``MemorySource`` from 50,000 fp16 latents in host memory
@@ -159,6 +163,12 @@ LADDER: dict[str, Variant] = {v.name: v for v in [
             fused_norm=True, sm90=True, sums_kernel=True, bias_grads=True, transposed_grads=True),
     Variant("+qkv bias algebra", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True,
             sm90=True, sums_kernel=True, bias_grads=True, transposed_grads=True, qkv_bias_algebra=True),
+    Variant("+fa4 attention", "bf16", compile="model", residual="bf16", gelu_epilogues=True, fused_norm=True,
+            sm90=True, sums_kernel=True, bias_grads=True, transposed_grads=True, qkv_bias_algebra=True,
+            fa4_attention=True),
+    Variant("+fa4 attention in one graph", "bf16", compile="model", residual="bf16", gelu_epilogues=True,
+            fused_norm=True, sm90=True, sums_kernel=True, bias_grads=True, transposed_grads=True,
+            qkv_bias_algebra=True, fa4_attention=True, step_graph=True),
     Variant("+sm90 gemms and cuda graphs", "bf16", compile="model", mode="reduce-overhead", residual="bf16",
             gelu_epilogues=True, fused_norm=True, sm90=True),
     Variant("+cuda graphs", "bf16", compile="model", mode="reduce-overhead", residual="bf16", gelu_epilogues=True,
@@ -214,6 +224,9 @@ def _time_training(arch: str, batch: int, steps: int, warmup: int, device: torch
     weight_grads.enabled = v.fp32_weight_grads
     weight_grads.transposed = v.transposed_grads
     qkv_bias.enabled = v.qkv_bias_algebra
+    fa4_attention.enabled = v.fa4_attention and device.type == "cuda"
+    if fa4_attention.enabled and not fa4_attention.installed():
+        raise RuntimeError("the +fa4 attention row needs FlashAttention-4: pip install flash-attn-4")
     flash_attention.forward_backend, flash_attention.backward = v.attention_arrangement
     torch.backends.cudnn.allow_tf32 = v.dtype != "fp32"
     torch.manual_seed(0)

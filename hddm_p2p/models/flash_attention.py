@@ -28,7 +28,8 @@ backward per head for heads of a power-of-two width, per block otherwise.
 it was measured faster than SDPA; sampling keeps SDPA. ``attention`` is what the model calls: these kernels where
 ``usable``, SDPA otherwise. On one H200 (2026-12-01, docs/benchmarks.md) DiT-B/2 training at batch 256 (d = 64)
 went from 45.5 % to 46.9 % MFU in the same run (run 38). At DiT-XL/2's d = 72 both arrangements were slower than
-SDPA in training (runs 39–40: 203.5 and 206.5 ms per step against 197.8), so that width keeps SDPA.
+SDPA in training (runs 39–40: 203.5 and 206.5 ms per step against 197.8), so that width keeps SDPA, or
+FlashAttention-4's backward where that package is installed (``fa4_attention``: faster than SDPA, runs 56–58).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hddm_p2p.models import fused_norm
+from hddm_p2p.models import fa4_attention, fused_norm
 
 Tensor = torch.Tensor
 _LOG2E = 1.4426950408889634
@@ -111,14 +112,15 @@ def reference(qkv: Tensor, scale: float | None = None) -> Tensor:
 
 def attention(qkv: Tensor, scale: float | None = None, bias: Tensor | None = None) -> Tensor:
     """Self-attention of the packed projection qkv (B, T, 3, H, d) → (B, T, H, d), softmax scale 1/√d unless
-    given: the Triton kernels where ``usable``, else ``reference``.
+    given: the Triton kernels where ``usable``, else FlashAttention-4's where ``fa4_attention.usable``, else
+    ``reference`` (SDPA).
 
     ``bias`` (3·H·d,): the bias already inside qkv, added by a linear layer with it detached; the backward gives
     it its gradient, the token sum of qkv's. Only where ``takes_bias_grad`` said so before the projection."""
     if not usable(qkv):
         if bias is not None:
             raise ValueError("the bias's gradient needs the Triton kernels: ask takes_bias_grad(x, layer, d) first")
-        return reference(qkv, scale)
+        return fa4_attention.attention(qkv, scale) if fa4_attention.usable(qkv) else reference(qkv, scale)
     d = qkv.shape[-1]
     cudnn, per_head = arrangement(d, qkv.device)
     return _FlashAttention.apply(qkv, bias, scale if scale is not None else d ** -0.5, cudnn, per_head)
