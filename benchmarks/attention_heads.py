@@ -61,12 +61,13 @@ def host_ms(fn, device, calls: int = 20) -> float:
     """Milliseconds of host time per call of ``fn``: the Python and launch work, while the GPU's queue absorbs
     the kernels (each call's kernels are far fewer than the queue holds)."""
     fn()
-    torch.cuda.synchronize(device) if device.type == "cuda" else None
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda device: None)
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(calls):
         fn()
     t = time.perf_counter() - t0
-    torch.cuda.synchronize(device) if device.type == "cuda" else None
+    sync(device)
     return t / calls * 1e3
 
 
@@ -82,7 +83,7 @@ def time_row(batch: int, tokens: int, heads: int, width: int, real: int, backend
     ours = triton or backend.startswith("fa4")  # through flash_attention.attention, from and to the packed layout
     step = triton_step if ours else attention_step
     flash_attention.enabled = triton
-    fa4_before, fa4_attention.enabled = fa4_attention.enabled, backend.startswith("fa4")
+    fa4_attention.enabled = backend.startswith("fa4")
     fa4_attention.forward_backend = "fa4" if backend == "fa4-forward" else "cudnn"
     flash_attention.backward = "blocks" if backend == "triton-blocks" else "head"
     flash_attention.forward_backend = "cudnn" if device.type == "cuda" else "triton"  # cuDNN's, then the Triton backward
@@ -100,8 +101,6 @@ def time_row(batch: int, tokens: int, heads: int, width: int, real: int, backend
     except RuntimeError as e:  # this backend has no kernel for this shape/GPU
         print(f"  {backend} d={width}: unavailable ({str(e).splitlines()[0][:90]})")
         return None
-    finally:
-        fa4_attention.enabled = fa4_before
 
 
 def main(argv=None) -> None:

@@ -141,11 +141,12 @@ def split_width(d: int) -> tuple[int, int]:
 
 
 def cudnn_forward(qkv: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-    """(o (B, T, H, d) view, base-2 log-sum-exp (B, H, T)) from cuDNN's SDPA forward on q, k, v as views of qkv."""
+    """(o (B, T, H, d) view, natural log-sum-exp (B, H, T) fp32) from cuDNN's SDPA forward on q, k, v as views of
+    qkv."""
     B, T, _, H, d = qkv.shape
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
     out = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, False, False, scale=scale)
-    return out[0].transpose(1, 2), out[1].reshape(B, H, T).float() * _LOG2E
+    return out[0].transpose(1, 2), out[1].reshape(B, H, T).float()
 
 
 class _FlashAttention(torch.autograd.Function):
@@ -153,6 +154,7 @@ class _FlashAttention(torch.autograd.Function):
     def forward(ctx, qkv, bias, scale, cudnn, per_head):  # bias: inside qkv already; only its gradient is ours
         if cudnn:
             o, lse = cudnn_forward(qkv, scale)
+            lse = lse * _LOG2E  # the kernels' exponentials are base 2
         else:
             o, lse = torch.ops.hddm.flash_attention(qkv, scale)
         ctx.save_for_backward(qkv, o, lse)
